@@ -25,10 +25,12 @@ logger = logging.getLogger("medgspo")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TINY_SFT_RECIPE = PACKAGE_DIR / "recipes" / "tiny" / "sft.yaml"
+TINY_GSPO_RECIPE = PACKAGE_DIR / "recipes" / "tiny" / "gspo.yaml"
 
 # Sub-commands whose flags are the fields of TRL-style dataclasses; their argv goes to TrlParser unchanged.
 RECIPE_COMMANDS = {
     "sft": "Stage 1: supervised fine-tuning (LoRA) on TRL's SFTTrainer. Flags: any recipe field, e.g. --config FILE.",
+    "gspo": "Stage 2: GSPO on TRL's GRPOTrainer with the judge reward. Flags: any recipe field, e.g. --config FILE.",
     "pipeline": "The main job: tiny model -> SFT on the bundled data -> sample generations before/after.",
 }
 
@@ -67,11 +69,11 @@ def _add_judge_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---- commands ---------------------------------------------------------------------------------------------------
-def with_default_recipe(argv: list[str]) -> list[str]:
+def with_default_recipe(argv: list[str], recipe: Path = TINY_SFT_RECIPE) -> list[str]:
     """Use the tiny CPU recipe unless the user gave ``--config``."""
     if "--config" in argv or any(a.startswith("--config=") for a in argv):
         return argv
-    return ["--config", str(TINY_SFT_RECIPE), *argv]
+    return ["--config", str(recipe), *argv]
 
 
 def cmd_sft(argv: list[str]) -> int:
@@ -85,6 +87,17 @@ def cmd_sft(argv: list[str]) -> int:
     result = run_sft(data_args, format_args, training_args, model_args)
     print(f"\nSFT adapter: {result.output_dir}")
     print(f"Summary:     {result.output_dir / 'sft_summary.json'}")
+    return 0
+
+
+def cmd_gspo(argv: list[str]) -> int:
+    from .gspo import parse_gspo, run_gspo
+
+    result = run_gspo(*parse_gspo(with_default_recipe(argv, TINY_GSPO_RECIPE)))
+    print(f"\nGSPO adapter: {result.output_dir}")
+    print(f"Metrics:      {result.output_dir / 'metrics.jsonl'}")
+    for plot in result.summary["plots"]:
+        print(f"Plot:         {plot}")
     return 0
 
 
@@ -179,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands: dict[str, Callable[[], int]] = {
         "sft": lambda: cmd_sft(rest),
+        "gspo": lambda: cmd_gspo(rest),
         "pipeline": lambda: cmd_pipeline(rest),
         "data": lambda: cmd_data_check(args),
         "tiny-model": lambda: cmd_tiny_model(args),

@@ -1,0 +1,104 @@
+"""PNG plots of GSPO training dynamics, read from ``metrics.jsonl``.
+
+Four figures: reward (raw and smoothed), KL to the reference (or the clip fractions when KL is not computed),
+completion length, and the judge's tier mix over steps. Matplotlib's ``Agg`` backend: no display needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TIER_LABELS = {"A": "+2.0 same meaning", "B": "+0.5 reasonable", "C": "0.0 non-medical", "D": "-0.5 contradicts",
+               "E": "-1.0 incoherent"}  # fmt: skip
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The logged rows, one per training log step (later rows win when a resumed run logs a step again)."""
+    rows: dict[int, dict] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[row["step"]] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """Steps and values of one metric, skipping rows without it."""
+    pairs = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def tier_fractions(rows: list[dict]) -> dict[str, list[float]]:
+    """Per-step fraction of each judge tier among judged completions."""
+    fractions: dict[str, list[float]] = {label: [] for label in TIER_LABELS}
+    for row in rows:
+        counts = {label: row.get(f"judge/tier_{label}", 0.0) or 0.0 for label in TIER_LABELS}
+        total = sum(counts.values()) or 1.0
+        for label in TIER_LABELS:
+            fractions[label].append(counts[label] / total)
+    return fractions
+
+
+def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
+    """Write the four PNGs into ``out_dir``; return their paths (none when nothing was logged)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(Path(metrics_path))
+    if not rows:
+        logger.warning("No metrics in %s; no plots written.", metrics_path)
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = [r["step"] for r in rows]
+    written = []
+
+    def save(fig, name):
+        path = out_dir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(*series(rows, "reward"), alpha=0.35, label="reward (batch mean)")
+    ax.plot(*series(rows, "reward_smoothed"), linewidth=2, label="reward (EMA 0.9)")
+    ax.set(xlabel="optimizer step", ylabel="weighted reward", title="Reward")
+    ax.legend()
+    save(fig, "reward.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if series(rows, "kl")[0]:
+        ax.plot(*series(rows, "kl"), label="KL to reference")
+        ax.set(title="KL divergence")
+    else:
+        ax.set(title="KL not computed (beta = 0); clip fractions instead")
+    for key in ("clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean"):
+        if series(rows, key)[0]:
+            ax.plot(*series(rows, key), linestyle="--", label=key)
+    ax.set(xlabel="optimizer step")
+    ax.legend()
+    save(fig, "kl_and_clipping.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(*series(rows, "completions/mean_length"), label="completion tokens (mean)")
+    if series(rows, "answer_chars_mean")[0]:
+        ax2 = ax.twinx()
+        ax2.plot(*series(rows, "answer_chars_mean"), color="tab:orange", label="answer characters (mean)")
+        ax2.set_ylabel("answer characters")
+    ax.set(xlabel="optimizer step", ylabel="tokens", title="Completion length")
+    save(fig, "completion_length.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fractions = tier_fractions(rows)
+    ax.stackplot(steps, *fractions.values(), labels=list(TIER_LABELS.values()))
+    ax.set(xlabel="optimizer step", ylabel="share of completions", title="Judge tier mix", ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=7)
+    save(fig, "tier_mix.png")
+    return written
