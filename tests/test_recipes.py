@@ -45,3 +45,41 @@ def test_invalid_override_names_the_flag():
     data, _, train, model = parse(SFT_TYPES, ["--config", "recipes/tiny/sft.yaml", "--oversized", "shrink"])
     with pytest.raises(ConfigError, match="--oversized"):
         validate_common(data, model, train.max_length)
+
+
+GSPO_RECIPES = [p for p in RECIPES if p.name.startswith("gspo")]
+
+
+@pytest.mark.parametrize("recipe", GSPO_RECIPES, ids=str)
+def test_gspo_recipe_loads(recipe):
+    from medgspo.gspo import parse_gspo
+
+    text = recipe.read_text(encoding="utf-8")
+    assert text.startswith("#") and f"--config {recipe}" in text
+    *_, train, model = parse_gspo(["--config", str(recipe), "--use_cpu", "true", "--bf16", "false"])
+    assert train.importance_sampling_level == "sequence"
+    assert model.lora_r == 16 and model.lora_alpha == 32 and model.lora_target_modules == LORA_TARGETS
+
+
+def test_card_gspo_recipe_carries_the_card_table():
+    from medgspo.gspo import clipping_diagnosis, parse_gspo
+
+    argv = ["--config", "recipes/qwen3.5-4b-medical/gspo.yaml", "--use_cpu", "true", "--bf16", "false"]
+    data, fmt, judge, rewards, train, model = parse_gspo(argv)
+    assert model.model_name_or_path == "Qwen/Qwen3.5-4B"
+    assert (train.per_device_train_batch_size, train.gradient_accumulation_steps, train.num_generations) == (2, 4, 4)
+    assert train.loss_type == "dr_grpo" and (train.temperature, train.top_p, train.top_k) == (1.0, 0.95, 20)
+    assert judge.judge_backend == "openai" and judge.judge_model == "deepseek-chat"
+    assert len(clipping_diagnosis(4, train.steps_per_generation, 1, "sequence", "dr_grpo")) == 2
+
+
+def test_paper_gspo_recipe_lets_clipping_act():
+    from medgspo.gspo import clipping_diagnosis, parse_gspo
+
+    argv = ["--config", "recipes/qwen3.5-4b-medical/gspo-paper.yaml", "--use_cpu", "true", "--bf16", "false"]
+    *_, train, model = parse_gspo(argv)
+    assert train.loss_type == "grpo" and (train.epsilon, train.epsilon_high, train.beta) == (3e-4, 4e-4, 0.0)
+    assert train.steps_per_generation > train.gradient_accumulation_steps
+    notes = clipping_diagnosis(train.gradient_accumulation_steps, train.steps_per_generation, train.num_iterations,
+                               train.importance_sampling_level, train.loss_type)  # fmt: skip
+    assert notes == []

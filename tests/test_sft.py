@@ -84,14 +84,3 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, tmp_path):
     result = run_sft(*sft_args(tiny_model_dir, out, "--max_steps", "6", "--resume", "true"))
     assert result.summary["resumed_from"].endswith("checkpoint-4")
     assert result.summary["global_step"] == 6
-
-
-def test_pipeline_command_end_to_end(tiny_model_dir, tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    argv = ["pipeline", "--model_name_or_path", str(tiny_model_dir), "--run_dir", str(run_dir), *FAST]
-    argv += ["--max_steps", "2", "--num_samples", "1", "--sample_max_new_tokens", "8"]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "before SFT" in out and "after SFT" in out and str(run_dir / "sft") in out
-    report = (run_dir / "report.md").read_text(encoding="utf-8")
-    assert "held-out loss before -> after" in report and "Sample generations" in report

@@ -13,6 +13,7 @@ User mistakes (bad data, bad flags) end with a one-line ``error:`` message and a
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -27,11 +28,20 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 TINY_SFT_RECIPE = PACKAGE_DIR / "recipes" / "tiny" / "sft.yaml"
 TINY_GSPO_RECIPE = PACKAGE_DIR / "recipes" / "tiny" / "gspo.yaml"
 
+# Sub-commands implemented in their own module as add_arguments(parser) + run(args) -> int.
+MODULE_COMMANDS = [
+    ("judge", "judge.cli", "Score answers with the 5-tier medical judge (LLM API or offline)."),
+    ("eval", "eval_cli", "Evaluate models: judge-scored open questions or multiple-choice accuracy."),
+    ("chat", "chat", "Ask a question; streams the thinking and the answer (no question: interactive)."),
+    ("serve", "serving", "OpenAI-compatible API and web page for a model (http://127.0.0.1:8000)."),
+    ("export", "export", "Merge a LoRA adapter into its base model; save a standalone folder."),
+]
+
 # Sub-commands whose flags are the fields of TRL-style dataclasses; their argv goes to TrlParser unchanged.
 RECIPE_COMMANDS = {
     "sft": "Stage 1: supervised fine-tuning (LoRA) on TRL's SFTTrainer. Flags: any recipe field, e.g. --config FILE.",
     "gspo": "Stage 2: GSPO on TRL's GRPOTrainer with the judge reward. Flags: any recipe field, e.g. --config FILE.",
-    "pipeline": "The main job: tiny model -> SFT on the bundled data -> sample generations before/after.",
+    "pipeline": "The main job: tiny model -> SFT -> GSPO with the judge -> evaluation of base/SFT/GSPO -> report.md.",
 }
 
 
@@ -57,15 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--output", required=True, help="Folder to write the model to.")
     tiny.add_argument("--data", help="Records to train the tokenizer on (default: the bundled data).")
 
-    judge = sub.add_parser("judge", help="Score answers with the 5-tier medical judge (LLM API or offline).")
-    _add_judge_arguments(judge)
+    for name, module, help_text in MODULE_COMMANDS:
+        add_arguments = importlib.import_module(f"medgspo.{module}").add_arguments
+        add_arguments(sub.add_parser(name, help=help_text))
     return parser
-
-
-def _add_judge_arguments(parser: argparse.ArgumentParser) -> None:
-    from .judge.cli import add_arguments
-
-    add_arguments(parser)
 
 
 # ---- commands ---------------------------------------------------------------------------------------------------
@@ -104,14 +109,15 @@ def cmd_gspo(argv: list[str]) -> int:
 def cmd_pipeline(argv: list[str]) -> int:
     from .pipeline import run_pipeline
 
-    report = run_pipeline(with_default_recipe(argv))
+    report = run_pipeline(argv)
     if report.samples:
         sample = report.samples[0]
         print(f"\nQuestion:  {sample['question']}\nReference: {sample['reference']}")
-        print(f"\n--- before SFT (base model) ---\n{sample['base'][:400]}")
-        print(f"\n--- after SFT (LoRA adapter) ---\n{sample['sft'][:400]}")
-    print(f"\nDone. SFT adapter: {report.adapter_dir}")
-    print(f"Report:           {report.report_path}")
+        for name, title in (("base", "before SFT (base model)"), ("sft", "after SFT"), ("gspo", "after GSPO")):
+            if name in sample:
+                print(f"\n--- {title} ---\n{sample[name]['completion'][:400]}")
+    print(f"\nDone. Adapter: {report.adapter_dir}")
+    print(f"Report:        {report.report_path}")
     return 0
 
 
@@ -161,10 +167,8 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_judge(args: argparse.Namespace) -> int:
-    from .judge.cli import run
-
-    return run(args)
+def _module_runner(module: str, args: argparse.Namespace) -> Callable[[], int]:
+    return lambda: importlib.import_module(f"medgspo.{module}").run(args)
 
 
 # ---- entry point ------------------------------------------------------------------------------------------------
@@ -196,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": lambda: cmd_pipeline(rest),
         "data": lambda: cmd_data_check(args),
         "tiny-model": lambda: cmd_tiny_model(args),
-        "judge": lambda: cmd_judge(args),
     }
+    commands |= {name: _module_runner(module, args) for name, module, _ in MODULE_COMMANDS}
     try:
         return commands[args.command]()
     except _user_errors() as err:

@@ -102,7 +102,7 @@ def _json_type(value: Any) -> str:
 
 
 # ---- decoding files ---------------------------------------------------------------------------------------------
-def _decode_text(raw: bytes, path: str) -> tuple[str | None, list[Problem]]:
+def decode_text(raw: bytes, path: str) -> tuple[str | None, list[Problem]]:
     """Bytes to text: reject empty and binary files and name the line of an invalid UTF-8 byte."""
     if not raw.strip():
         return None, [Problem(path, None, "<file>", "empty file")]
@@ -116,7 +116,7 @@ def _decode_text(raw: bytes, path: str) -> tuple[str | None, list[Problem]]:
         return None, [Problem(path, line, "<encoding>", msg)]
 
 
-def _iter_jsonl(text: str, path: str) -> Iterable[tuple[int, Any, Problem | None]]:
+def iter_jsonl(text: str, path: str) -> Iterable[tuple[int, Any, Problem | None]]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -126,7 +126,7 @@ def _iter_jsonl(text: str, path: str) -> Iterable[tuple[int, Any, Problem | None
             yield lineno, None, Problem(path, lineno, "<json>", f"invalid JSON: {err.msg} (column {err.colno})")
 
 
-def _iter_json(text: str, path: str) -> Iterable[tuple[int, Any, Problem | None]]:
+def iter_json(text: str, path: str) -> Iterable[tuple[int, Any, Problem | None]]:
     """A JSON array of objects, each element reported with the line it starts on."""
     decoder = json.JSONDecoder()
     try:
@@ -166,10 +166,10 @@ def read_file(path: str | Path) -> tuple[list[Record], list[Problem]]:
     if path.suffix.lower() == ".parquet":
         rows = _iter_parquet(path)
     else:
-        text, problems = _decode_text(path.read_bytes(), name)
+        text, problems = decode_text(path.read_bytes(), name)
         if text is None:
             return [], problems
-        rows = _iter_json(text, name) if path.suffix.lower() == ".json" else _iter_jsonl(text, name)
+        rows = iter_json(text, name) if path.suffix.lower() == ".json" else iter_jsonl(text, name)
     records, problems = [], []
     for line, obj, problem in rows:
         found = [problem] if problem else validate_record(obj, name, line)

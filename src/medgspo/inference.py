@@ -78,8 +78,7 @@ def generate(
     torch.manual_seed(seed)
     results: list[Generation] = []
     gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": tokenizer.pad_token_id}
-    if do_sample:
-        gen_kwargs.update({**CARD_SAMPLING, **sampling})
+    gen_kwargs.update({**CARD_SAMPLING, **sampling} if do_sample else sampling)
     for start in range(0, len(questions), batch_size):
         chunk = questions[start : start + batch_size]
         prompts = [chat_format.render_prompt(tokenizer, q) for q in chunk]

@@ -1,34 +1,48 @@
-"""The main job: from nothing to a trained adapter and a report, on the embedded default.
+"""The main job: from nothing to trained adapters, an evaluation and a report.
 
-    medgspo pipeline                                   # tiny Qwen3.5 model, bundled data, CPU
-    medgspo pipeline --config recipes/qwen3.5-4b-medical/sft.yaml --run_dir runs/card   # the real model on a GPU
+    medgspo pipeline                      # tiny Qwen3.5 model, bundled data, offline reference judge, CPU
+    medgspo pipeline --judge_backend openai --judge_model deepseek-chat        # DeepSeek as the judge
+    medgspo pipeline --sft_config recipes/qwen3.5-4b-medical/sft.yaml \\
+                     --gspo_config recipes/qwen3.5-4b-medical/gspo.yaml --run_dir runs/card   # the card, on a GPU
 
-Stages today: build the tiny model (first use) -> SFT (LoRA) -> sample generations from the base model and from
-the SFT adapter on held-out questions -> ``report.md``. Every file lands under ``--run_dir``.
+Stages: build the tiny model (first use) -> SFT (LoRA) -> GSPO from the SFT adapter with the judge reward ->
+evaluate base, SFT and GSPO on the held-out split with the same judge -> ``report.md`` with the table and plots.
+
+Flags: ``--run_dir``, ``--sft_config``, ``--gspo_config`` and the evaluation flags below; shared fields
+(``--model_name_or_path``, ``--dataset_name``, ``--eval_size``, ``--split_seed``, ``--judge_*``) go to both stages;
+``--sft.FIELD VALUE`` and ``--gspo.FIELD VALUE`` override one stage's recipe (``--sft.max_steps 5``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
 from .inference import Generation
-from .sft import EVAL_SPLIT_FILE, run_sft
 
 logger = logging.getLogger(__name__)
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
+SHARED_FIELDS = {"model_name_or_path", "dataset_name", "dataset_config", "eval_size", "split_seed", "skip_invalid"}
 
 
 @dataclass
 class PipelineArguments:
-    """Where the run goes and how many sample generations to show."""
+    """Where the run goes, which recipes it uses, and how the models are evaluated."""
 
     run_dir: str = field(default="runs/pipeline", metadata={"help": "Folder for every output of the run."})
-    num_samples: int = field(default=3, metadata={"help": "Held-out questions to generate for, before and after."})
-    sample_max_new_tokens: int = field(default=160, metadata={"help": "Token budget of each sample generation."})
-    sample_seed: int = field(default=0, metadata={"help": "Sampling seed (the model card's sampling settings)."})
+    sft_config: str = field(default=str(RECIPES / "tiny" / "sft.yaml"), metadata={"help": "SFT recipe."})
+    gspo_config: str = field(default=str(RECIPES / "tiny" / "gspo.yaml"), metadata={"help": "GSPO recipe."})
+    skip_gspo: bool = field(default=False, metadata={"help": "Stop after SFT (no judge needed)."})
+    eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on at most this many held-out items."})
+    eval_max_new_tokens: int = field(default=160, metadata={"help": "Token budget of each evaluation answer."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch in evaluation."})
+    eval_sample: bool = field(default=False, metadata={"help": "Evaluate with the card's sampling, not greedy."})
+    eval_seed: int = field(default=0, metadata={"help": "Seed of evaluation sampling and bootstrap."})
 
 
 @dataclass
@@ -41,50 +55,102 @@ class PipelineReport:
     samples: list[dict]
 
 
-def sample_generations(model: str, adapter: Path | None, questions: list[str], args: PipelineArguments):
-    """Generate once per question with the model card's sampling settings."""
-    from .inference import generate, load_for_inference
+# ---- argument routing (pure) ------------------------------------------------------------------------------------
+def route_arguments(argv: list[str], judge_fields: set[str]) -> tuple[list[str], list[str], list[str]]:
+    """Split pipeline argv into (pipeline, SFT, GSPO) argument lists.
 
-    lm, tokenizer, chat_format = load_for_inference(model, adapter)
-    return generate(
-        lm, tokenizer, chat_format, questions,
-        max_new_tokens=args.sample_max_new_tokens, do_sample=True, seed=args.sample_seed,
-    )  # fmt: skip
+    >>> route_arguments(["--run_dir", "r", "--sft.max_steps", "3", "--eval_size", "0.2", "--judge_model", "m"],
+    ...                 {"judge_model"})
+    (['--run_dir', 'r', '--judge_model', 'm'], ['--max_steps', '3', '--eval_size', '0.2'], ['--eval_size', '0.2', '--judge_model', 'm'])
+    """
+    pipe, sft, gspo = [], [], []
+    i = 0
+    while i < len(argv):
+        flag = argv[i]
+        has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+        chunk = argv[i : i + 2] if has_value else argv[i : i + 1]
+        name = flag[2:].split("=", 1)[0]
+        if name.startswith("sft."):
+            sft += [f"--{flag[6:]}", *chunk[1:]]
+        elif name.startswith("gspo."):
+            gspo += [f"--{flag[7:]}", *chunk[1:]]
+        elif name in SHARED_FIELDS:
+            sft += chunk
+            gspo += chunk
+        elif name in judge_fields:
+            pipe += chunk
+            gspo += chunk
+        else:
+            pipe += chunk
+        i += len(chunk)
+    return pipe, sft, gspo
 
 
-def format_sample(gen: Generation, label: str) -> str:
+# ---- report -----------------------------------------------------------------------------------------------------
+def format_sample(gen: Generation | dict, label: str) -> str:
     """Markdown for one generation: thinking and answer shown apart, and whether the format held."""
-    status = "well-formed" if gen.split.well_formed else "NOT well-formed (no single `</think>` + answer)"
-    thinking = gen.split.thinking[:400] or "(empty)"
-    answer = gen.split.answer[:300] or "(no answer after `</think>`)"
-    return f"**{label}** ({gen.n_tokens} tokens, {status})\n\n> 思考: {thinking}\n>\n> 回答: {answer}\n"
+    split = gen.split if isinstance(gen, Generation) else None
+    thinking = (split.thinking if split else gen["thinking"])[:300] or "(empty)"
+    answer = (split.answer if split else gen["answer"])[:300] or "(no answer after `</think>`)"
+    ok = split.well_formed if split else gen["well_formed"]
+    status = "well-formed" if ok else "not well-formed"
+    return f"**{label}** ({status})\n\n> 思考: {thinking}\n>\n> 回答: {answer}\n"
 
 
-def write_report(path: Path, summary: dict, questions: list[str], before: list, after: list, references: list) -> None:
-    """``report.md``: what SFT did (losses, data counts) and the sample generations before/after."""
-    before_ok = sum(g.split.well_formed for g in before)
-    after_ok = sum(g.split.well_formed for g in after)
-    lines = [
-        "# medgspo pipeline report",
-        "",
-        "## SFT",
-        "",
-        "| | value |",
-        "|---|---|",
-        f"| base model | `{summary['base_model']}` |",
-        f"| records (train / held-out) | {summary['train']} / {summary['eval']} |",
-        f"| invalid skipped / too long truncated / dropped | {summary['skipped_invalid']} / "
-        f"{summary['truncated_too_long']} / {summary['dropped_too_long']} |",
-        f"| optimizer steps | {summary['global_step']} |",
-        f"| held-out loss before -> after | {_fmt(summary.get('eval_loss_before'))} -> "
-        f"{_fmt(summary.get('eval_loss_after'))} |",
-        f"| well-formed samples before -> after | {before_ok}/{len(before)} -> {after_ok}/{len(after)} |",
-        "",
-        "## Sample generations (held-out questions, temperature 1.0, top_p 0.95, top_k 20)",
-        "",
-    ]
-    for i, (q, b, a, ref) in enumerate(zip(questions, before, after, references), start=1):
-        lines += [f"### {i}. {q}", "", f"Reference: {ref}", "", format_sample(b, "base"), format_sample(a, "SFT")]
+def findings(summaries: dict[str, dict], gspo_rows: list[dict]) -> list[str]:
+    """Plain statements of what each stage did, including when it did nothing visible."""
+    notes = []
+    base, sft, gspo = (summaries.get(k) for k in ("base", "sft", "gspo"))
+    if base and sft:
+        b, s = base["format_compliance"], sft["format_compliance"]
+        verb = "rose" if s > b else "did not rise"
+        notes.append(f"Format compliance {verb} after SFT: {b:.0%} -> {s:.0%}.")
+    if gspo_rows:
+        first = [r["reward"] for r in gspo_rows[: max(1, len(gspo_rows) // 4)]]
+        last = [r["reward"] for r in gspo_rows[-max(1, len(gspo_rows) // 4) :]]
+        f, la = sum(first) / len(first), sum(last) / len(last)
+        trend = "rose" if la > f else "did not rise"
+        notes.append(f"GSPO reward {trend}: first-quarter mean {f:.3f} -> last-quarter mean {la:.3f}.")
+        clipped = [r.get("clip_ratio/region_mean", 0.0) for r in gspo_rows]
+        notes.append(f"Sequences clipped by GSPO: max {max(clipped):.0%} of a minibatch, mean {sum(clipped) / len(clipped):.1%}.")
+    if sft and gspo and gspo.get("mean_score") is not None and sft.get("mean_score") is not None:
+        d = gspo["mean_score"] - sft["mean_score"]
+        notes.append(f"Mean judge score GSPO vs SFT: {d:+.3f} (see the 95% intervals before reading much into it).")
+    return notes
+
+
+def write_report(path: Path, ctx: dict) -> None:
+    """``report.md``: stage summaries, the evaluation table, the plots and samples."""
+    sft, gspo = ctx["sft"], ctx.get("gspo")
+    lines = ["# medgspo pipeline report", "", f"Run folder: `{ctx['run_dir']}`; wall time {ctx['wall_s']:.0f} s.", ""]
+    lines += ["## What happened", ""] + [f"- {n}" for n in ctx["findings"]] + [""]
+    if ctx.get("tiny"):
+        lines += ["The embedded model is a ~1.6M-parameter random-init Qwen3.5 trained for minutes on a CPU: it shows "
+                  "the mechanics of each stage, not medical competence.", ""]  # fmt: skip
+    lines += ["## SFT", "", "| | value |", "|---|---|",
+              f"| base model | `{sft['base_model']}` |",
+              f"| records (train / held-out) | {sft['train']} / {sft['eval']} |",
+              f"| invalid skipped / too long truncated / dropped | {sft['skipped_invalid']} / {sft['truncated_too_long']} / {sft['dropped_too_long']} |",
+              f"| optimizer steps | {sft['global_step']} |",
+              f"| held-out loss before -> after | {_fmt(sft.get('eval_loss_before'))} -> {_fmt(sft.get('eval_loss_after'))} |", ""]  # fmt: skip
+    if gspo:
+        js = gspo["judge_stats"]
+        lines += ["## GSPO", "", "| | value |", "|---|---|",
+                  f"| optimizer steps | {gspo['global_step']} |",
+                  f"| config | {', '.join(f'{k}={v}' for k, v in gspo['config'].items())} |",
+                  f"| reward weights | {gspo['reward_weights']} |",
+                  f"| judge | {gspo['judge']['backend']} `{gspo['judge']['model']}` |",
+                  f"| judge calls / cache hits / failures | {js['calls']} / {js['cache_hits']} / {js['failures']} |",
+                  f"| judge tokens in / out, cost | {js['prompt_tokens']} / {js['completion_tokens']}, ${js['cost_usd']} |", ""]  # fmt: skip
+        lines += [f"> {note}" for note in gspo["clipping_notes"]] + [""]
+        lines += [f"![{Path(p).stem}]({Path(p).relative_to(ctx['run_dir'])})" for p in gspo["plots"]] + [""]
+    if ctx.get("eval_md"):
+        lines += ["## Evaluation on the held-out split", "", ctx["eval_md"], "", "![eval](eval/eval.png)", ""]
+    if ctx.get("samples"):
+        lines += ["## A held-out question", ""]
+        s = ctx["samples"][0]
+        lines += [f"**Q:** {s['question']}", "", f"**Reference:** {s['reference']}", ""]
+        lines += [format_sample(s[name], name) for name in ("base", "sft", "gspo") if name in s]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -92,33 +158,67 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+# ---- the job ----------------------------------------------------------------------------------------------------
 def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
-    """Parse the recipe and overrides, run every stage, write ``report.md``."""
-    pipe_args, data_args, format_args, training_args, model_args = parse(
-        (PipelineArguments, DataArguments, FormatArguments, MedSFTConfig, MedModelConfig), argv, prog="medgspo pipeline"
-    )
+    """Route the flags, run every stage, evaluate, write ``report.md``."""
+    from .evaluation import run_eval
+    from .metrics import markdown_table
+    from .gspo import JudgeArguments, parse_gspo, run_gspo
+    from .plots import read_metrics
+    from .sft import EVAL_SPLIT_FILE, run_sft
+
+    start = time.perf_counter()
+    judge_fields = set(JudgeArguments.__dataclass_fields__)
+    pipe_argv, sft_argv, gspo_argv = route_arguments(list(argv or []), judge_fields)
+    pipe_args, judge_args = parse((PipelineArguments, JudgeArguments), pipe_argv, "medgspo pipeline")
     run_dir = Path(pipe_args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    training_args.output_dir = str(run_dir / "sft")
 
     # ---- stage 1: SFT -----------------------------------------------------------------------------------------
-    sft = run_sft(data_args, format_args, training_args, model_args)
+    sft_cfg = parse((DataArguments, FormatArguments, MedSFTConfig, MedModelConfig),
+                    ["--config", pipe_args.sft_config, *sft_argv, "--output_dir", str(run_dir / "sft")])  # fmt: skip
+    sft = run_sft(*sft_cfg)
 
-    # ---- sample generations before / after ----------------------------------------------------------------------
-    held = [json.loads(line) for line in (sft.output_dir / EVAL_SPLIT_FILE).read_text(encoding="utf-8").splitlines()]
-    held = held[: pipe_args.num_samples]
-    questions, references = [r["Question"] for r in held], [r["Response"] for r in held]
+    # ---- stage 2: GSPO ----------------------------------------------------------------------------------------
+    gspo = None
+    if not pipe_args.skip_gspo:
+        gspo_cfg = parse_gspo(["--config", pipe_args.gspo_config, *gspo_argv, "--output_dir", str(run_dir / "gspo"),
+                               "--sft_adapter", str(sft.output_dir)])  # fmt: skip
+        gspo = run_gspo(*gspo_cfg)
+
+    # ---- evaluation: base, SFT, GSPO on the held-out split, same judge ------------------------------------------
+    held = [json.loads(x) for x in (sft.output_dir / EVAL_SPLIT_FILE).read_text(encoding="utf-8").splitlines()]
+    held = held[: pipe_args.eval_limit] if pipe_args.eval_limit else held
     base = sft.summary["model_path"]
-    before = sample_generations(base, None, questions, pipe_args)
-    after = sample_generations(base, sft.output_dir, questions, pipe_args)
-    samples = [
-        {"question": q, "reference": ref, "base": b.text, "sft": a.text}
-        for q, ref, b, a in zip(questions, references, before, after)
-    ]
-    (run_dir / "samples.json").write_text(json.dumps(samples, ensure_ascii=False, indent=2), encoding="utf-8")
-    (run_dir / "pipeline_args.json").write_text(json.dumps(asdict(pipe_args), indent=2), encoding="utf-8")
+    models = [("base", base, None), ("sft", base, str(sft.output_dir))]
+    models += [("gspo", base, str(gspo.output_dir))] if gspo else []
+    summaries = run_eval(
+        models, held, judge_args.to_config(run_dir / "judge_cache.sqlite"), run_dir / "eval",
+        batch_size=pipe_args.eval_batch_size, max_new_tokens=pipe_args.eval_max_new_tokens,
+        do_sample=pipe_args.eval_sample, seed=pipe_args.eval_seed,
+    )  # fmt: skip
+    samples = _samples(run_dir / "eval" / "generations.jsonl")
 
     # ---- report -------------------------------------------------------------------------------------------------
+    gspo_rows = read_metrics(gspo.output_dir / "metrics.jsonl") if gspo else []
+    ctx = {
+        "run_dir": run_dir, "wall_s": time.perf_counter() - start, "sft": sft.summary,
+        "gspo": gspo.summary if gspo else None, "eval_md": markdown_table(summaries),
+        "findings": findings(summaries, gspo_rows), "samples": samples,
+        "tiny": sft.summary["base_model"] in (None, "tiny"),
+    }  # fmt: skip
     report_path = run_dir / "report.md"
-    write_report(report_path, sft.summary, questions, before, after, references)
-    return PipelineReport(run_dir, sft.output_dir, report_path, samples)
+    write_report(report_path, ctx)
+    (run_dir / "pipeline_args.json").write_text(json.dumps(asdict(pipe_args), indent=2), encoding="utf-8")
+    adapter = gspo.output_dir if gspo else sft.output_dir
+    return PipelineReport(run_dir, adapter, report_path, samples)
+
+
+def _samples(generations: Path) -> list[dict]:
+    """Per question: reference and each model's split completion (from the evaluation's generations)."""
+    by_question: dict[str, dict] = {}
+    for line in generations.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        entry = by_question.setdefault(row["question"], {"question": row["question"], "reference": row["reference"]})
+        entry[row["model"]] = {k: row[k] for k in ("completion", "thinking", "answer", "well_formed")}
+    return list(by_question.values())

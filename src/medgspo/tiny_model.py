@@ -41,6 +41,7 @@ class TinySpec:
     linear_key_head_dim: int = 32
     linear_value_head_dim: int = 32
     max_position_embeddings: int = 4096
+    final_norm_gain: float = 5.0
     seed: int = 0
 
 
@@ -97,7 +98,7 @@ def build_model(tokenizer, spec: TinySpec):
     from transformers import GenerationConfig, Qwen3_5ForCausalLM, Qwen3_5TextConfig
 
     torch.manual_seed(spec.seed)
-    sizes = {k: v for k, v in asdict(spec).items() if k not in ("vocab_size", "seed")}
+    sizes = {k: v for k, v in asdict(spec).items() if k not in ("vocab_size", "seed", "final_norm_gain")}
     config = Qwen3_5TextConfig(
         vocab_size=len(tokenizer),
         tie_word_embeddings=True,
@@ -107,6 +108,11 @@ def build_model(tokenizer, spec: TinySpec):
         **sizes,
     )
     model = Qwen3_5ForCausalLM(config)
+    # Tied embeddings drawn with std 0.02 cap the logits near +-2.5 after the unit-gain final norm, so a LoRA on the
+    # frozen random body could never make a confident prediction. A pretrained model's final-norm gain is several
+    # times larger; start the tiny one at `final_norm_gain` (Qwen3.5's RMSNorm scales by 1 + weight).
+    with torch.no_grad():
+        model.model.norm.weight.fill_(spec.final_norm_gain - 1.0)
     ends = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
     model.generation_config = GenerationConfig(
         eos_token_id=ends, pad_token_id=tokenizer.pad_token_id, do_sample=True, temperature=1.0, top_p=0.95, top_k=20

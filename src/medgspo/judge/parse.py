@@ -1,0 +1,294 @@
+"""Pure parsing of a judge's reply into one of the five reward tiers.
+
+The rubric asks for ``{"reason": "...", "label": "A"}``; real judges also answer with fenced or truncated JSON,
+``评分：+2.0`` / ``Score: 0.5`` lines, markdown bold, ``[[2]]``, bare values and full-width or Unicode minus signs.
+:func:`parse_score` accepts all of these and returns the tier value, or ``None`` when the verdict is missing,
+outside the tier set or contradicts itself. No I/O happens here; the client calls it on every reply.
+
+Evidence is read in three layers and the first layer that holds any verdict decides:
+
+1. complete JSON objects (bare or in fences) with a verdict key (``label``, ``score``, ``评分`` ...);
+2. quoted verdict keys of a truncated JSON object (``{"reason": "...", "label": "A"`` with no closing brace);
+3. plain-text statements (``评分：-0.5``, ``**Score:** 2``, ``[[A]]``, a bare value on the last line).
+
+Within a layer, statements in a conditional clause (``如果一致则评分为+2.0``: the judge restating the rubric) are
+ignored; statements marked as a conclusion (``最终``, ``综上``, ``final``, ``[[...]]``, JSON, a bare last line)
+outrank unmarked ones; the remaining statements must all agree, otherwise the verdict is ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from typing import Any, NamedTuple
+
+# Tier label -> reward value. The order is the rubric's: same meaning, reasonable paraphrase, non-medical,
+# contradiction, incoherent.
+TIERS: dict[str, float] = {"A": 2.0, "B": 0.5, "C": 0.0, "D": -0.5, "E": -1.0}
+TIER_NAMES: dict[str, str] = {
+    "A": "same meaning as the reference",
+    "B": "different wording, medically reasonable",
+    "C": "reasonable but outside medicine",
+    "D": "contradicts the reference",
+    "E": "incoherent, broken or empty",
+}
+
+_VERDICT_KEYS = tuple(
+    "label score tier verdict grade rating final_score final_label 评分 得分 分数 打分 等级 评级 判定 标签 结论".split()
+)
+_FINAL_KEYS = ("verdict", "final_score", "final_label", "判定", "结论")
+_REASON_KEYS = ("reason", "理由", "rationale", "explanation")
+_KEY_RE = "(?i:" + "|".join(sorted((re.escape(k) for k in _VERDICT_KEYS), key=len, reverse=True)) + ")"
+_NUM = r"[+\-]?\s?(?:\d+(?:\.\d+)?|\.\d+)\.?"
+_VALUE = rf"(?P<value>{_NUM}|[A-E](?![A-Za-z]))"
+_ALT = r"\s*(?:分)?\s*(?:或|或者|/|~|～|到|至|(?i:or))\s*(?:[+\-]?\s?\d|[A-E](?![A-Za-z]))"
+
+# `"label": "A"` or `'score': -0.5` in a (possibly truncated) JSON object.
+_QUOTED_STMT = re.compile(rf"[\"'](?P<key>{_KEY_RE})[\"']\s*:\s*[\"']?\s*{_VALUE}", re.IGNORECASE)
+# `评分：+2.0`, `Final score: 0.5`, `最终评分为 -0.5 分`, `Label = B`.
+_TEXT_STMT = re.compile(
+    rf"(?<![A-Za-z0-9_-])(?P<key>{_KEY_RE})\s*(?:[:=]|为|是|(?i:\bis\b|\bof\b))\s*[\[\(【（]?\s*{_VALUE}(?P<alt>{_ALT})?"
+)
+_BRACKET_STMT = re.compile(rf"\[\[\s*{_VALUE}\s*\]\]")
+_BARE = re.compile(rf"^\s*[\[\(【（]?\s*{_VALUE}\s*[\]\)】）]?\s*(?:分)?\s*[。.!！]?\s*$")
+
+_CLAUSE_BREAK = re.compile(r"[。；;！!？?\n]")
+_CONDITIONAL = re.compile(r"如果|假如|倘若|若|否则|\bif\b|\bwhen\b|\botherwise\b", re.I)
+_CONCLUSION = re.compile(
+    r"最终|综上|因此|所以|总之|结论|最后|总评|\bfinal\b|\boverall\b|\btherefore\b|\bthus\b|\bhence\b", re.I
+)
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.DOTALL)
+_MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2012": "-", "\u2014": "-"})
+
+
+class Verdict(NamedTuple):
+    """A parsed judge reply: the tier value (``None`` when there is none), its label and the judge's reason."""
+
+    score: float | None
+    label: str | None
+    reason: str | None
+
+
+class _Stmt(NamedTuple):
+    value: float | None  # None when out of the tier set or ambiguous
+    marked: bool  # a conclusion (JSON, [[...]], 最终..., bare last line)
+
+
+def label_for(score: float | None) -> str | None:
+    """The tier label (``A``-``E``) of a tier value, or ``None``.
+
+    >>> label_for(-0.5), label_for(0.0), label_for(None)
+    ('D', 'C', None)
+    """
+    if score is None:
+        return None
+    return next((label for label, value in TIERS.items() if math.isclose(value, score)), None)
+
+
+def parse_score(raw: str | None) -> float | None:
+    """The tier value of a judge reply, or ``None`` when it holds no single valid verdict.
+
+    >>> parse_score('{"reason": "含义一致", "label": "A"}')
+    2.0
+    >>> parse_score("**评分：** －0.5")
+    -0.5
+    >>> parse_score("评分：+2.0\\n评分：-0.5") is None
+    True
+    """
+    return parse_verdict(raw).score
+
+
+def parse_verdict(raw: str | None) -> Verdict:
+    """Like :func:`parse_score`, also returning the label and the ``reason`` field of a JSON verdict."""
+    text = _normalize(strip_thinking(raw or ""))
+    if not text.strip():
+        return Verdict(None, None, None)
+    if (fast := _single_json_verdict(text)) is not None:
+        return fast
+    objects, outside = _json_objects(text)
+    reason = next((o[k] for o in objects for k in _REASON_KEYS if isinstance(o.get(k), str)), None)
+    layers = [
+        [s for obj in objects for s in _json_statements(obj)] + _text_statements(outside, marked_only=True),
+        _quoted_statements(text),
+        _text_statements(text, marked_only=False),
+    ]
+    for statements in layers:
+        if statements:
+            score = _resolve(statements)
+            return Verdict(score, label_for(score), reason)
+    return Verdict(None, None, reason)
+
+
+def _single_json_verdict(text: str) -> Verdict | None:
+    """The common case, a reply that is exactly one JSON object with a verdict key (same result, less work)."""
+    stripped = text.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        return None
+    try:
+        obj = json.loads(stripped)
+    except ValueError:
+        return None
+    statements = _json_statements(obj) if isinstance(obj, dict) else []
+    if not statements:
+        return None
+    score = _resolve(statements)
+    reason = next((obj[k] for k in _REASON_KEYS if isinstance(obj.get(k), str)), None)
+    return Verdict(score, label_for(score), reason)
+
+
+def strip_thinking(text: str) -> str:
+    """Drop a reasoning judge's thinking: ``<think>...</think>`` blocks, text before a stray ``</think>``, and
+    everything from an unclosed ``<think>`` on (a truncated thought holds no verdict).
+
+    >>> strip_thinking("<think>评分：+2.0?</think>评分：-0.5")
+    '评分：-0.5'
+    """
+    text = _THINK_BLOCK.sub("", text)
+    lower = text.lower()
+    if "</think>" in lower:
+        text = text[lower.rindex("</think>") + len("</think>") :]
+        lower = text.lower()
+    if "<think>" in lower:
+        text = text[: lower.index("<think>")]
+    return text
+
+
+def _normalize(text: str) -> str:
+    """NFKC (full-width digits, colons, plus and minus become ASCII) and Unicode/typographic minus signs."""
+    return unicodedata.normalize("NFKC", text).translate(_MINUS_SIGNS)
+
+
+def value_of(token: Any) -> float | None:
+    """Tier value of a label or number (a JSON value or a regex capture); ``None`` when it is not a tier.
+
+    >>> value_of("B"), value_of("+2"), value_of(-1), value_of("1.0")
+    (0.5, 2.0, -1.0, None)
+    """
+    if isinstance(token, bool) or token is None:
+        return None
+    if isinstance(token, (int, float)):
+        number = float(token)
+    else:
+        cleaned = _normalize(str(token)).strip().strip("*`\"'[]()（）【】 ").removesuffix("分").strip()
+        if len(cleaned) == 1 and cleaned.upper() in TIERS:
+            return TIERS[cleaned.upper()]
+        try:
+            number = float(cleaned.replace(" ", "").rstrip("."))
+        except ValueError:
+            return None
+    return next((v for v in TIERS.values() if math.isclose(v, number, abs_tol=1e-9)), None)
+
+
+def _json_objects(text: str) -> tuple[list[dict[str, Any]], str]:
+    """Complete JSON objects in ``text`` (fenced first, then bare) and the text outside them."""
+    objects: list[dict[str, Any]] = []
+    spans: list[tuple[int, int]] = []
+    decoder = json.JSONDecoder()
+    for fence in _FENCE.finditer(text):
+        found = _decode_all(decoder, fence.group(1))
+        if found:
+            objects += found
+            spans.append(fence.span())
+    pos = 0
+    while (start := text.find("{", pos)) != -1:
+        if any(a <= start < b for a, b in spans):
+            pos = start + 1
+            continue
+        try:
+            obj, end = decoder.raw_decode(text, start)
+        except ValueError:
+            pos = start + 1
+            continue
+        if isinstance(obj, dict):
+            objects.append(obj)
+            spans.append((start, end))
+        pos = end
+    outside = text
+    for a, b in sorted(spans, reverse=True):
+        outside = outside[:a] + "\n" + outside[b:]
+    return objects, outside
+
+
+def _decode_all(decoder: json.JSONDecoder, text: str) -> list[dict[str, Any]]:
+    found, pos = [], 0
+    while (start := text.find("{", pos)) != -1:
+        try:
+            obj, pos = decoder.raw_decode(text, start)
+        except ValueError:
+            pos = start + 1
+            continue
+        if isinstance(obj, dict):
+            found.append(obj)
+    return found
+
+
+def _json_statements(obj: dict[str, Any], depth: int = 0) -> list[_Stmt]:
+    """Verdict keys of a JSON object (case-insensitive); nested objects are searched when the top has none."""
+    lowered = {str(k).strip().lower(): v for k, v in obj.items()}
+    keys = [k for k in _VERDICT_KEYS if k in lowered and not isinstance(lowered[k], dict)]
+    found = [_Stmt(value_of(lowered[k]), True) for k in keys]
+    if found or depth >= 2:
+        return found
+    return [s for v in obj.values() if isinstance(v, dict) for s in _json_statements(v, depth + 1)]
+
+
+def _quoted_statements(text: str) -> list[_Stmt]:
+    """Quoted verdict keys of a JSON object that did not parse (cut off, or single-quoted)."""
+    found = []
+    for m in _QUOTED_STMT.finditer(text):
+        token = m.group("value")
+        at_end = m.end("value") == len(text.rstrip()) and token.strip().upper() not in TIERS
+        found.append(_Stmt(_truncated_value(token) if at_end else value_of(token), True))
+    return found
+
+
+def _text_statements(text: str, *, marked_only: bool) -> list[_Stmt]:
+    """Plain-text verdicts; ``marked_only`` keeps only conclusions (used next to a JSON verdict)."""
+    plain = text.replace("*", "").replace("`", "").replace("#", "")
+    found: list[tuple[int, _Stmt]] = []
+    for m in _TEXT_STMT.finditer(plain):
+        clause = _clause_before(plain, m.start(), m.end("key"))
+        if _CONDITIONAL.search(clause):
+            continue
+        marked = bool(_CONCLUSION.search(clause)) or m.group("key").lower() in _FINAL_KEYS
+        value = None if m.group("alt") else value_of(m.group("value"))
+        found.append((m.start(), _Stmt(value, marked)))
+    for m in _BRACKET_STMT.finditer(plain):
+        found.append((m.start(), _Stmt(value_of(m.group("value")), True)))
+    lines = [line for line in plain.splitlines() if line.strip()]
+    if lines and (m := _BARE.match(lines[-1])):
+        found.append((len(plain), _Stmt(value_of(m.group("value")), True)))
+    statements = [s for _, s in sorted(found, key=lambda pair: pair[0])]
+    return [s for s in statements if s.marked] if marked_only else statements
+
+
+def _clause_before(text: str, start: int, key_end: int) -> str:
+    """The clause that leads up to a statement (from the previous sentence break to the end of its key)."""
+    breaks = [m.end() for m in _CLAUSE_BREAK.finditer(text, 0, start)]
+    return text[(breaks[-1] if breaks else 0) : key_end]
+
+
+def _truncated_value(token: str) -> float | None:
+    """A number at the very end of a cut-off JSON reply may be the prefix of a longer one (``0`` of ``0.5``):
+    accept it only when every tier it could begin has the same value.
+
+    >>> _truncated_value("0"), _truncated_value("-1"), _truncated_value("0.5"), _truncated_value("-0")
+    (None, -1.0, 0.5, None)
+    """
+    prefix = token.replace(" ", "").lstrip("+")
+    spellings = {v: {f"{v:g}", f"{v:.1f}", f"{v:.2f}"} for v in TIERS.values()}
+    matches = {v for v, forms in spellings.items() if any(f.startswith(prefix) for f in forms)}
+    complete = value_of(token)
+    if len(matches) == 1 and (complete is None or complete in matches):
+        return matches.pop()
+    return None
+
+
+def _resolve(statements: list[_Stmt]) -> float | None:
+    """One value from a layer's statements: conclusions outrank the rest; all kept ones must agree."""
+    kept = [s for s in statements if s.marked] or statements
+    values = {s.value for s in kept}
+    return values.pop() if len(values) == 1 else None

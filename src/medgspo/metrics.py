@@ -1,0 +1,249 @@
+"""Evaluation metrics: confidence intervals, per-model summaries and the side-by-side Markdown tables.
+
+Everything here is pure (no files, no models), so it is tested with literal rows and hand-worked values.
+:mod:`medgspo.evaluation` and :mod:`medgspo.mcq` call it on the rows they generate and judge.
+
+* :func:`bootstrap_ci`: percentile bootstrap of a mean (open-ended judge scores);
+* :func:`wilson_interval`: Wilson score interval of a proportion (accuracies, format compliance);
+* :func:`summarize_open` / :func:`markdown_table`: the open-ended evaluation (5-tier judge);
+* :func:`summarize_mcq` / :func:`mcq_markdown_table`: multiple-choice accuracy, overall and per subject.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from statistics import NormalDist
+from typing import Any
+
+# The judge's five tiers, best first, keyed as they appear in reports.
+TIER_KEYS: dict[str, float] = {"+2.0": 2.0, "+0.5": 0.5, "0.0": 0.0, "-0.5": -0.5, "-1.0": -1.0}
+
+
+# ---- intervals ----------------------------------------------------------------------------------------------------
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (``q`` in [0, 1]) of sorted values.
+
+    >>> _quantile([0.0, 1.0, 2.0, 3.0], 0.5)
+    1.5
+    """
+    pos = (len(ordered) - 1) * q
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap ``1 - alpha`` interval of the mean of ``values``.
+
+    Draws ``n_boot`` resamples of the same size with replacement (``random.Random(seed)``, so the same inputs and
+    seed always give the same interval) and returns the ``alpha/2`` and ``1 - alpha/2`` quantiles of their means.
+    No values gives ``(nan, nan)``; one value gives ``(v, v)``.
+
+    Two values 0 and 2: a resample's mean is 0 (p=1/4), 1 (p=1/2) or 2 (p=1/4), so the 2.5% and 97.5% quantiles
+    of 2000 resample means are 0 and 2.
+
+    >>> bootstrap_ci([0.0, 2.0])
+    (0.0, 2.0)
+    >>> bootstrap_ci([0.5]), bootstrap_ci([1.0, 1.0, 1.0])
+    ((0.5, 0.5), (1.0, 1.0))
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    data = [float(v) for v in values]
+    n = len(data)
+    if n == 0:
+        return math.nan, math.nan
+    if n == 1 or min(data) == max(data):
+        return data[0], data[0]
+    rng = random.Random(seed)
+    means = sorted(math.fsum(rng.choices(data, k=n)) / n for _ in range(n_boot))
+    return _quantile(means, alpha / 2), _quantile(means, 1 - alpha / 2)
+
+
+def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score ``1 - alpha`` interval of a proportion ``k / n``; ``(0.0, 1.0)`` when ``n == 0``.
+
+    For 5 of 10 with z = 1.96: centre (0.5 + 1.96²/20) / (1 + 1.96²/10) = 0.5 and half-width
+    1.96 * sqrt(0.025 + 1.96²/400) / 1.38416 = 0.2634, so (0.2366, 0.7634).
+
+    >>> [round(x, 4) for x in wilson_interval(5, 10)]
+    [0.2366, 0.7634]
+    >>> [round(x, 4) for x in wilson_interval(0, 10)]
+    [0.0, 0.2775]
+    """
+    if n < 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if n == 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# ---- open-ended evaluation ----------------------------------------------------------------------------------------
+def tier_key(score: float) -> str | None:
+    """The report key of a tier value (``"+2.0"`` ... ``"-1.0"``), or ``None`` for a value that is not a tier.
+
+    >>> tier_key(0.5), tier_key(-1), tier_key(0.7)
+    ('+0.5', '-1.0', None)
+    """
+    for key, value in TIER_KEYS.items():
+        if math.isclose(score, value):
+            return key
+    return None
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    data = list(values)
+    return math.fsum(data) / len(data) if data else None
+
+
+def summarize_open(rows: Sequence[Mapping[str, Any]], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Summary of one model's judged answers.
+
+    Each row has ``well_formed`` (bool), ``score`` (a tier value, or ``None`` when the judge failed or abstained),
+    ``thinking`` and ``answer`` (str); an optional ``error`` starting with ``undecided`` marks an abstention of
+    the offline reference judge. ``mean_score`` and its bootstrap interval are over judged rows only; ``None``
+    scores are left out and counted in ``judge_failures`` (of which ``judge_abstained`` are abstentions).
+    Values that cannot be computed (no rows, no judged rows) are ``None``.
+
+    >>> rows = [
+    ...     {"well_formed": True, "score": 2.0, "thinking": "想", "answer": "肺炎。"},
+    ...     {"well_formed": True, "score": 0.5, "thinking": "想一想", "answer": "肺部感染"},
+    ...     {"well_formed": False, "score": -1.0, "thinking": "", "answer": ""},
+    ...     {"well_formed": True, "score": None, "thinking": "想", "answer": "再说", "error": "HTTP 503"},
+    ... ]
+    >>> s = summarize_open(rows)
+    >>> s["n"], s["format_compliance"], s["mean_score"], s["judge_failures"]  # (2.0 + 0.5 - 1.0) / 3 = 0.5
+    (4, 0.75, 0.5, 1)
+    >>> s["tier_counts"], s["mean_think_chars"], s["mean_answer_chars"]  # (1+3+0+1)/4, (3+4+0+2)/4
+    ({'+2.0': 1, '+0.5': 1, '0.0': 0, '-0.5': 0, '-1.0': 1}, 1.25, 2.25)
+    """
+    n = len(rows)
+    scores = [float(r["score"]) for r in rows if r.get("score") is not None]
+    failures = [r for r in rows if r.get("score") is None]
+    tiers = dict.fromkeys(TIER_KEYS, 0)
+    for score in scores:
+        key = tier_key(score)
+        if key is not None:
+            tiers[key] += 1
+    low, high = bootstrap_ci(scores, n_boot=n_boot, seed=seed) if scores else (None, None)
+    return {
+        "n": n,
+        "format_compliance": (sum(bool(r["well_formed"]) for r in rows) / n) if n else None,
+        "mean_score": _mean(scores),
+        "score_ci_low": low,
+        "score_ci_high": high,
+        "judged": len(scores),
+        "tier_counts": tiers,
+        "mean_think_chars": _mean(len(r["thinking"]) for r in rows),
+        "mean_answer_chars": _mean(len(r["answer"]) for r in rows),
+        "judge_failures": len(failures),
+        "judge_abstained": sum(str(r.get("error") or "").startswith("undecided") for r in failures),
+    }
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """One Markdown table, one row per model, from :func:`summarize_open` outputs keyed by model name.
+
+    >>> s = summarize_open([{"well_formed": True, "score": 2.0, "thinking": "想", "answer": "肺炎"}])
+    >>> print(markdown_table({"sft": s}).splitlines()[-1])
+    | sft | 1 | 100.0% | 2.00 [2.00, 2.00] | 1 / 0 / 0 / 0 / 0 | 1 / 2 | 0 |
+    """
+    tiers = " / ".join(TIER_KEYS)
+    header = ["model", "n", "format compliance", "mean score [95% CI]", f"tiers {tiers}", "think / answer chars",
+              "judge failures"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---|---|---:|---:|"]
+    for name, s in summaries.items():
+        score = f"{_num(s['mean_score'])} [{_num(s['score_ci_low'])}, {_num(s['score_ci_high'])}]"
+        counts = " / ".join(str(s["tier_counts"].get(key, 0)) for key in TIER_KEYS)
+        lengths = f"{_num(s['mean_think_chars'], 0)} / {_num(s['mean_answer_chars'], 0)}"
+        failures = str(s["judge_failures"])
+        if s.get("judge_abstained"):
+            failures += f" ({s['judge_abstained']} abstained)"
+        cells = [name, s["n"], _pct(s["format_compliance"]), score, counts, lengths, failures]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+# ---- multiple choice ----------------------------------------------------------------------------------------------
+def _accuracy(correct: int, n: int) -> dict[str, Any]:
+    low, high = wilson_interval(correct, n)
+    return {"n": n, "correct": correct, "accuracy": (correct / n) if n else None, "ci_low": low, "ci_high": high}
+
+
+def summarize_mcq(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Accuracy with a Wilson 95% interval, overall and per subject (when rows carry one).
+
+    Each row has ``correct`` (bool), ``prediction`` (a letter or ``None`` when no single answer was extracted),
+    ``well_formed`` (bool) and optionally ``subject``. A row with no prediction counts as wrong.
+
+    >>> rows = [{"correct": True, "prediction": "A", "well_formed": True, "subject": "心内科"},
+    ...         {"correct": False, "prediction": None, "well_formed": False, "subject": "心内科"},
+    ...         {"correct": True, "prediction": "C", "well_formed": True, "subject": "儿科"}]
+    >>> s = summarize_mcq(rows)
+    >>> s["n"], s["correct"], round(s["accuracy"], 4), s["no_choice"], round(s["format_compliance"], 4)
+    (3, 2, 0.6667, 1, 0.6667)
+    >>> {k: (v["correct"], v["n"]) for k, v in s["per_subject"].items()}
+    {'儿科': (1, 1), '心内科': (1, 2)}
+    """
+    n = len(rows)
+    summary = _accuracy(sum(bool(r["correct"]) for r in rows), n)
+    summary["no_choice"] = sum(r.get("prediction") is None for r in rows)
+    summary["format_compliance"] = (sum(bool(r["well_formed"]) for r in rows) / n) if n else None
+    subjects: dict[str, list[bool]] = {}
+    for row in rows:
+        if row.get("subject"):
+            subjects.setdefault(str(row["subject"]), []).append(bool(row["correct"]))
+    summary["per_subject"] = {name: _accuracy(sum(hits), len(hits)) for name, hits in sorted(subjects.items())}
+    return summary
+
+
+def mcq_markdown_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """Accuracy per model, then (when subjects exist) a subject x model table of ``correct/n``.
+
+    >>> s = summarize_mcq([{"correct": True, "prediction": "A", "well_formed": True, "subject": "儿科"}])
+    >>> print(mcq_markdown_table({"base": s}).splitlines()[2])
+    | base | 1 | 100.0% [20.7%, 100.0%] | 0 | 100.0% |
+    """
+    lines = [
+        "| model | n | accuracy [95% CI] | no single choice | format compliance |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for name, s in summaries.items():
+        acc = f"{_pct(s['accuracy'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]"
+        lines.append("| " + " | ".join(_cell(c) for c in (name, s["n"], acc, s["no_choice"],
+                                                               _pct(s["format_compliance"]))) + " |")  # fmt: skip
+    subjects = sorted({subject for s in summaries.values() for subject in s.get("per_subject", {})})
+    if subjects:
+        names = list(summaries)
+        lines += ["", "| subject | " + " | ".join(_cell(n) for n in names) + " |", "|---|" + "---:|" * len(names)]
+        for subject in subjects:
+            cells = []
+            for name in names:
+                sub = summaries[name].get("per_subject", {}).get(subject)
+                cells.append(f"{sub['correct']}/{sub['n']} ({_pct(sub['accuracy'])})" if sub else "n/a")
+            lines.append(f"| {_cell(subject)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""Reward functions for TRL's ``GRPOTrainer`` (GSPO): the LLM judge and the think/answer format.
+
+Both follow TRL's reward signature ``f(prompts, completions, completion_ids, **columns) -> list[float | None]``;
+the RL dataset's ``question`` and ``reference`` columns arrive as keyword lists, one entry per completion.
+
+    judge = judge_reward(JudgeConfig(cache_path="runs/judge_cache.sqlite"))
+    trainer = GRPOTrainer(..., reward_funcs=[judge, format_reward], args=GRPOConfig(reward_weights=[1.0, 0.2]))
+
+:func:`judge_reward` returns an ``async`` callable: TRL awaits it on its own event loop, and the whole batch is
+judged concurrently inside that one call. A failed judgment is ``None`` (TRL turns it into NaN and leaves it out
+of this reward), never 0.0. Per batch it logs, through TRL's ``log_metric``, the per-tier counts
+(``judge/tier_A`` ... ``judge/tier_E``), ``judge/failure_rate``, cache-hit rate, calls, retries, tokens, latency
+and cost; through ``log_extra`` it adds ``judge_label``/``judge_error`` columns to the completions table. The
+run-level totals stay in ``reward.stats``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from medgspo.chat_format import completion_text, split_completion
+from medgspo.judge import Judge, JudgeConfig, JudgeItem, JudgeStats, make_judge
+
+logger = logging.getLogger(__name__)
+
+FORMAT_WELL_FORMED = 1.0
+FORMAT_MALFORMED = 0.0
+
+
+def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
+    """1.0 when a completion is well formed (one ``</think>``, at most one leading ``<think>``, a non-empty answer
+    after it), else 0.0. Weight it with ``GRPOConfig.reward_weights``.
+
+    >>> format_reward(["思考。\\n</think>\\n\\n诊断为肺炎。", "只有思考", [{"role": "assistant", "content": "</think>"}]])
+    [1.0, 0.0, 0.0]
+    """
+    return [
+        FORMAT_WELL_FORMED if split_completion(completion_text(c)).well_formed else FORMAT_MALFORMED
+        for c in completions
+    ]
+
+
+class JudgeReward:
+    """An async TRL reward function backed by a judge; ``stats`` holds the run's totals."""
+
+    def __init__(self, judge: Judge, name: str = "judge_reward"):
+        self.judge = judge
+        self.__name__ = name
+
+    @property
+    def stats(self) -> JudgeStats:
+        """Run-level accounting (calls, cache hits, failures, tokens, latency) since the reward was built."""
+        return self.judge.stats
+
+    async def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        completion_ids: list[Any] | None = None,
+        *,
+        question: list[str] | None = None,
+        reference: list[str] | None = None,
+        log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list], None] | None = None,
+        **kwargs: Any,
+    ) -> list[float | None]:
+        if question is None or reference is None:
+            raise ValueError(
+                "judge_reward needs the dataset columns 'question' and 'reference' (see ChatFormat.rl_example)"
+            )
+        items = [
+            JudgeItem(question=q, reference=r, completion=completion_text(c))
+            for q, r, c in zip(question, reference, completions, strict=True)
+        ]
+        batch = JudgeStats()
+        judgments = await self.judge.judge_batch(items, stats=batch)
+        self._log(batch, judgments, log_metric, log_extra)
+        return [j.score for j in judgments]
+
+    def _log(self, batch: JudgeStats, judgments: list[Any], log_metric: Any, log_extra: Any) -> None:
+        metrics = batch.metrics(self.judge.config.prices)
+        if log_metric is not None:
+            for name, value in metrics.items():
+                log_metric(name, value)
+        if log_extra is not None:
+            log_extra("judge_label", [j.label for j in judgments])
+            log_extra("judge_error", [j.error for j in judgments])
+        if batch.failures:
+            logger.warning(
+                "Judge failed on %d of %d completions this batch (scored None): %s",
+                batch.failures,
+                batch.judgments,
+                dict(batch.failure_reasons),
+            )
+        logger.debug("Judge batch: %s", metrics)
+
+
+def judge_reward(
+    config: JudgeConfig | None = None, *, judge: Judge | None = None, name: str = "judge_reward"
+) -> JudgeReward:
+    """The judge reward for ``GRPOTrainer``: built from ``config`` (default: DeepSeek, key from
+    ``DEEPSEEK_API_KEY``), or wrapping an existing ``judge``."""
+    return JudgeReward(judge if judge is not None else make_judge(config), name=name)

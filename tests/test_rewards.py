@@ -1,0 +1,116 @@
+"""TRL reward functions: the async judge reward and the format reward, called the way GRPOTrainer calls them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from fake_openai_server import FakeOpenAIServer, Fault
+from trl.trainer.utils import get_callable_name, is_async_callable
+
+from medgspo.judge import JudgeConfig
+from medgspo.judge.client import OpenAIJudge
+from medgspo.rewards import JudgeReward, format_reward, judge_reward
+
+QUESTION = "患者男，25岁，转移性右下腹痛。最可能的诊断？"
+REFERENCE = "最可能的诊断是急性阑尾炎。"
+
+
+def trl_call(reward, completions: list, **overrides):
+    """Call a reward exactly as GRPOTrainer._calculate_rewards does (dataset columns as keyword lists)."""
+    metrics: dict[str, list[float]] = {}
+    extra: dict[str, list] = {}
+    kwargs = {
+        "prompts": [[{"role": "user", "content": QUESTION}]] * len(completions),
+        "completions": completions,
+        "completion_ids": [[1, 2, 3]] * len(completions),
+        "question": [QUESTION] * len(completions),
+        "reference": [REFERENCE] * len(completions),
+        "trainer_state": None,
+        "log_extra": lambda column, values: extra.setdefault(column, []).extend(values),
+        "log_metric": lambda name, value: metrics.setdefault(name, []).append(value),
+    } | overrides
+    result = reward(**kwargs)
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(_and_close(result, reward))
+    return result, metrics, extra
+
+
+async def _and_close(coro, reward):
+    try:
+        return await coro
+    finally:
+        await reward.judge._close_http()  # TRL keeps one loop alive; each asyncio.run here is a new one
+
+
+def assistant(content: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": content}]
+
+
+def test_format_reward() -> None:
+    completions = [
+        "推理。\n</think>\n\n诊断为急性阑尾炎。",
+        assistant("<think>\n推理\n</think>\n\n答案"),
+        "只有思考，没有结束",
+        "推理</think>",  # empty answer
+        "a</think>b</think>c",  # two closing tags
+    ]
+    assert format_reward(completions) == [1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_trl_sees_an_async_named_reward() -> None:
+    reward = judge_reward(JudgeConfig(backend="reference"))
+    assert is_async_callable(reward) and get_callable_name(reward) == "judge_reward"
+    assert get_callable_name(judge_reward(JudgeConfig(backend="reference"), name="medical_judge")) == "medical_judge"
+    assert get_callable_name(format_reward) == "format_reward"
+
+
+def test_judge_reward_with_the_reference_backend() -> None:
+    reward = judge_reward(JudgeConfig(backend="reference"))
+    completions = [
+        assistant("想想\n</think>\n\n最可能的诊断是急性阑尾炎。"),
+        assistant("没有结束思考"),
+        assistant("想想\n</think>\n\n今天天气很好，我们去公园散步吧。"),
+        assistant("想想\n</think>\n\n最可能的诊断是急性胆囊炎。"),
+    ]
+    scores, metrics, extra = trl_call(reward, completions)
+    assert scores == [2.0, -1.0, 0.0, None]
+    assert metrics["judge/tier_A"] == [1.0] and metrics["judge/tier_E"] == [1.0] and metrics["judge/tier_B"] == [0.0]
+    assert metrics["judge/failure_rate"] == [0.0] and metrics["judge/abstained"] == [1.0]
+    assert extra["judge_label"] == ["A", "E", "C", None]
+    assert reward.stats.judgments == 4
+
+
+def test_judge_reward_gathers_the_batch_in_one_call() -> None:
+    with FakeOpenAIServer(latency_s=0.3) as server:
+        judge = OpenAIJudge(JudgeConfig(base_url=server.base_url, concurrency=16), api_key="k")
+        reward = JudgeReward(judge)
+        completions = [f"想\n</think>\n回答{i}" for i in range(16)]
+        scores, metrics, _ = trl_call(reward, completions)
+    assert scores == [0.5] * 16
+    assert server.max_in_flight == 16  # all 16 calls were in flight together inside the one reward call
+    assert metrics["judge/calls"] == [16.0] and metrics["judge/latency_p50_s"][0] >= 0.3
+
+
+def test_failed_judgments_are_none_counted_and_logged(caplog) -> None:
+    with FakeOpenAIServer() as server:
+        server.inject(Fault.http(500), answer="回答1")
+        judge = OpenAIJudge(JudgeConfig(base_url=server.base_url, max_retries=0), api_key="k")
+        scores, metrics, extra = trl_call(JudgeReward(judge), ["想\n</think>\n回答0", "想\n</think>\n回答1"])
+    assert scores == [0.5, None]  # never 0.0
+    assert metrics["judge/failures"] == [1.0] and metrics["judge/failure_rate"] == [0.5]
+    assert extra["judge_error"][0] is None and extra["judge_error"][1].startswith("HTTP 500")
+    assert "Judge failed on 1 of 2" in caplog.text
+
+
+def test_run_level_accounting_accumulates() -> None:
+    reward = judge_reward(JudgeConfig(backend="reference"))
+    for _ in range(3):
+        trl_call(reward, ["想\n</think>\n最可能的诊断是急性阑尾炎。"])
+    assert reward.stats.judgments == 3 and reward.stats.tiers == {"A": 3}
+
+
+def test_missing_columns_are_named() -> None:
+    reward = judge_reward(JudgeConfig(backend="reference"))
+    with pytest.raises(ValueError, match="'question' and 'reference'"):
+        trl_call(reward, ["x</think>y"], question=None)

@@ -1,0 +1,326 @@
+"""``medgspo serve``: a real server on 127.0.0.1, called through the official ``openai`` client and raw HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from openai import OpenAI
+from test_chat import ANSWER, QUESTION, THINKING, memorized_adapter
+
+from medgspo import serving
+from medgspo.chat import ChatEngine, GenerationResult
+from medgspo.serving import BackgroundServer, ServerConfig, create_app
+
+MODEL_ID = "medgspo-test"
+LIMIT = 16
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir, tmp_path_factory) -> ChatEngine:
+    adapter = memorized_adapter(tiny_model_dir, tmp_path_factory.getbasetemp() / "memorized-adapter")
+    return ChatEngine.load(str(tiny_model_dir), adapter)
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    with BackgroundServer(create_app(engine, ServerConfig(MODEL_ID, max_tokens_limit=LIMIT))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server) -> OpenAI:
+    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def ask(client: OpenAI, **kwargs):
+    kwargs = {"max_tokens": LIMIT, **kwargs}
+    return client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": QUESTION}], **kwargs)
+
+
+def http(url: str, body: bytes | dict | None = None, method: str | None = None, headers: dict | None = None):
+    """``(status, parsed JSON body)`` of one raw request."""
+    data = json.dumps(body).encode() if isinstance(body, dict | list) else body
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+# ---- the openai client ------------------------------------------------------------------------------------------
+def test_reasoning_and_answer_are_split(client):
+    completion = ask(client)
+    message = completion.choices[0].message
+    assert message.reasoning_content == THINKING
+    assert message.content == ANSWER
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == MODEL_ID and completion.object == "chat.completion"
+    usage = completion.usage
+    assert usage.completion_tokens == 13 and usage.prompt_tokens > 10
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_streaming_sends_reasoning_then_content_deltas(client):
+    chunks = list(ask(client, stream=True, stream_options={"include_usage": True}))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert deltas[0].role == "assistant"
+    reasoning = [getattr(d, "reasoning_content", None) for d in deltas]
+    content = [d.content for d in deltas]
+    assert "".join(r for r in reasoning if r) == THINKING
+    assert "".join(c for c in content if c) == ANSWER
+    assert sum(bool(c) for c in content) >= 2  # token by token, not one block
+    last_reasoning = max(i for i, r in enumerate(reasoning) if r)
+    assert all(not c for c in content[: last_reasoning + 1])  # all reasoning comes before the answer
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 13
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_length_limit_is_reported(client):
+    completion = ask(client, max_tokens=3, temperature=0)
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage.completion_tokens == 3
+    assert completion.choices[0].message.content == ""
+    assert completion.choices[0].message.reasoning_content == "我先想一"  # tokens 我先 / 想 / 一
+
+
+def test_models_and_health(client, server):
+    assert [m.id for m in client.models.list().data] == [MODEL_ID]
+    assert client.models.retrieve(MODEL_ID).id == MODEL_ID
+    assert http(server.url + "/health") == (200, {"status": "ok", "model": MODEL_ID, "in_line": 0})
+
+
+def test_concurrent_requests_all_succeed(client):
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(lambda s=stream: _answer_text(client, s)) for stream in (False, True, False, True)]
+        results = [f.result(timeout=120) for f in futures]
+    assert results == [(THINKING, ANSWER)] * 4
+
+
+def _answer_text(client: OpenAI, stream: bool) -> tuple[str, str]:
+    if not stream:
+        message = ask(client).choices[0].message
+        return message.reasoning_content, message.content
+    deltas = [c.choices[0].delta for c in ask(client, stream=True) if c.choices]
+    reasoning = "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
+    return reasoning, "".join(d.content or "" for d in deltas)
+
+
+# ---- bad requests -----------------------------------------------------------------------------------------------
+GOOD = {"model": MODEL_ID, "messages": [{"role": "user", "content": "你好"}], "max_tokens": 2}
+BAD_REQUESTS = {
+    "invalid JSON": (b'{"messages": [', 400, None),
+    "not an object": ([1, 2], 400, None),
+    "no messages": ({"model": MODEL_ID}, 400, "messages"),
+    "empty messages": ({**GOOD, "messages": []}, 400, "messages"),
+    "messages not a list": ({**GOOD, "messages": "你好"}, 400, "messages"),
+    "message not an object": ({**GOOD, "messages": ["你好"]}, 400, "messages[0]"),
+    "unknown role": ({**GOOD, "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role"),
+    "tool role": ({**GOOD, "messages": [{"role": "tool", "content": "x"}]}, 400, "messages[0].role"),
+    "last is assistant": ({**GOOD, "messages": [{"role": "assistant", "content": "x"}]}, 400, "messages[0]"),
+    "blank question": ({**GOOD, "messages": [{"role": "user", "content": "  "}]}, 400, "messages[0]"),
+    "image content": (
+        {**GOOD, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        400,
+        "messages[0].content",
+    ),
+    "temperature string": ({**GOOD, "temperature": "hot"}, 400, "temperature"),
+    "temperature bool": ({**GOOD, "temperature": True}, 400, "temperature"),
+    "temperature too high": ({**GOOD, "temperature": 2.5}, 400, "temperature"),
+    "top_p zero": ({**GOOD, "top_p": 0}, 400, "top_p"),
+    "top_p string": ({**GOOD, "top_p": "0.9"}, 400, "top_p"),
+    "top_k float": ({**GOOD, "top_k": 2.5}, 400, "top_k"),
+    "max_tokens float": ({**GOOD, "max_tokens": 1.5}, 400, "max_tokens"),
+    "max_tokens zero": ({**GOOD, "max_tokens": 0}, 400, "max_tokens"),
+    "max_tokens over the limit": ({**GOOD, "max_tokens": LIMIT + 1}, 400, "max_tokens"),
+    "max_completion_tokens over": ({**GOOD, "max_completion_tokens": 10_000}, 400, "max_completion_tokens"),
+    "stream not bool": ({**GOOD, "stream": "yes"}, 400, "stream"),
+    "n above 1": ({**GOOD, "n": 2}, 400, "n"),
+    "unknown model": ({**GOOD, "model": "gpt-4o"}, 404, "model"),
+    "body too large": ({**GOOD, "padding": "x" * (1 << 20)}, 413, None),
+}
+
+
+@pytest.mark.parametrize(("body", "status", "param"), BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
+def test_bad_requests_get_openai_errors(server, body, status, param):
+    code, reply = http(server.url + "/v1/chat/completions", body)
+    assert code == status
+    assert set(reply) == {"error"} and set(reply["error"]) == ERROR_KEYS
+    assert reply["error"]["param"] == param and reply["error"]["message"]
+
+
+def test_wrong_method_and_unknown_path_are_json_errors(server):
+    code, reply = http(server.url + "/v1/chat/completions")
+    assert code == 405 and set(reply["error"]) == ERROR_KEYS
+    code, reply = http(server.url + "/v1/nothing")
+    assert code == 404 and reply["error"]["code"] == "not_found"
+
+
+def test_good_request_after_bad_ones_still_works(server):
+    code, reply = http(server.url + "/v1/chat/completions", {**GOOD, "top_k": -1, "temperature": 0, "seed": 3})
+    assert code == 200 and reply["usage"]["completion_tokens"] == 2
+
+
+def test_openai_client_raises_on_errors(client):
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(client, temperature=5)
+    assert err.value.body["param"] == "temperature"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
+
+
+# ---- API key ----------------------------------------------------------------------------------------------------
+def test_api_key_is_required_when_set(engine, caplog):
+    key = "sk-local-test-secret"
+    caplog.set_level(logging.DEBUG)
+    config = ServerConfig(MODEL_ID, api_key=key, max_tokens_limit=LIMIT)
+    with BackgroundServer(create_app(engine, config)) as server:
+        url = server.url + "/v1/chat/completions"
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": key}):
+            code, reply = http(url, GOOD, headers=headers)
+            assert code == 401 and reply["error"]["code"] == "invalid_api_key"
+        assert http(server.url + "/v1/models")[0] == 401
+        assert http(server.url + "/health")[0] == 200
+        ok = OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+        assert ask(ok).choices[0].message.content == ANSWER
+    assert key not in caplog.text
+
+
+# ---- the waiting line, with a model that waits for the test ------------------------------------------------------
+class GatedEngine:
+    """Streams one piece per token until released or told to stop; records whether it was stopped."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.stopped_early = False
+
+    def render(self, messages):
+        return "<|im_start|>assistant\n<think>\n"
+
+    def generate(self, messages, options, on_text=None, should_stop=None):
+        self.started.set()
+        for n in range(1, 2000):
+            if should_stop is not None and should_stop():
+                self.stopped_early = True
+                return GenerationResult("想", 1, n, "stop")
+            if self.release.wait(0.01):
+                break
+            if on_text is not None:
+                on_text("想")
+        if on_text is not None:
+            on_text("</think>好")
+        return GenerationResult("想</think>好", 1, 2, "stop")
+
+
+def test_full_line_gets_503_and_line_frees_up():
+    engine = GatedEngine()
+    with BackgroundServer(create_app(engine, ServerConfig("gated", max_queue=0))) as server:
+        url = server.url + "/v1/chat/completions"
+        body = {"messages": [{"role": "user", "content": "x"}]}
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(http, url, body)
+            assert engine.started.wait(10)
+            code, reply = http(url, body)
+            assert code == 503 and reply["error"]["code"] == "server_busy"
+            engine.release.set()
+            assert first.result(timeout=10)[1]["choices"][0]["message"] == {
+                "role": "assistant", "content": "好", "reasoning_content": "想",
+            }  # fmt: skip
+        assert http(server.url + "/health")[1]["in_line"] == 0
+
+
+def test_client_that_goes_away_stops_the_generation():
+    engine = GatedEngine()
+    with BackgroundServer(create_app(engine, ServerConfig("gated"))) as server:
+        request = json.dumps({"messages": [{"role": "user", "content": "x"}], "stream": True}).encode()
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head + f"Content-Length: {len(request)}\r\n\r\n".encode() + request)
+            received = b""
+            while b"reasoning_content" not in received:
+                received += sock.recv(4096)  # a few chunks, then hang up mid-stream
+        deadline = time.monotonic() + 10
+        while not engine.stopped_early and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.stopped_early
+        assert http(server.url + "/health")[1]["in_line"] == 0
+
+
+def test_web_page_is_served(server):
+    with urllib.request.urlopen(server.url + "/", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "提问" in response.read().decode("utf-8")
+
+
+# ---- command line -----------------------------------------------------------------------------------------------
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    serving.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--api-key-env", "MEDGSPO_TEST_NO_SUCH_VAR"],
+            "MEDGSPO_TEST_NO_SUCH_VAR: that environment variable is not set",
+        ),
+        (["--max-tokens-limit", "0"], "--max-tokens-limit must be >= 1"),
+        (["--port", "70000"], "--port must be between 0 and 65535"),
+        (["--adapter", "no-such-adapter"], "adapter folder not found"),
+    ],
+)
+def test_cli_mistakes_are_one_line_errors(argv, message, capsys):
+    assert serving.run(parse(argv)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_reports_a_busy_port(tiny_model_dir, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert serving.run(parse(["--model", str(tiny_model_dir), "--port", str(taken.getsockname()[1])])) == 2
+    assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_serves_until_stopped(tiny_model_dir):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = "import argparse, sys; from medgspo import serving; p = argparse.ArgumentParser(); " \
+           "serving.add_arguments(p); sys.exit(serving.run(p.parse_args(sys.argv[1:])))"  # fmt: skip
+    env = {**os.environ, "MEDGSPO_TEST_KEY": "k"}
+    argv = [sys.executable, "-c", code, "--model", str(tiny_model_dir), "--port", str(port)]
+    proc = subprocess.Popen([*argv, "--api-key-env", "MEDGSPO_TEST_KEY"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().startswith(f"Serving `{tiny_model_dir}` (API key required)")
+        assert http(f"http://127.0.0.1:{port}/health")[0] == 200
+        assert http(f"http://127.0.0.1:{port}/v1/models")[0] == 401
+        proc.send_signal(signal.SIGTERM)  # what a service manager sends; exits cleanly
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.stdout.close()
