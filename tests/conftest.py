@@ -36,4 +36,8 @@ def write_jsonl(tmp_path):
     return _write
 
 
-GOOD = {"Question": "患者发热咳嗽3天，最可能的诊断是什么？", "Complex_CoT": "我先考虑社区获得性肺炎……", "Response": "社区获得性肺炎。"}
+GOOD = {
+    "Question": "患者发热咳嗽3天，最可能的诊断是什么？",
+    "Complex_CoT": "我先考虑社区获得性肺炎……",
+    "Response": "社区获得性肺炎。",
+}

@@ -7,7 +7,19 @@ import pytest
 
 from medgspo.cli import main
 
-SUBCOMMANDS = [["sft"], ["gspo"], ["pipeline"], ["data"], ["data", "check"], ["tiny-model"], ["judge"], ["eval"], ["chat"], ["serve"], ["export"]]
+SUBCOMMANDS = [
+    ["sft"],
+    ["gspo"],
+    ["pipeline"],
+    ["data"],
+    ["data", "check"],
+    ["tiny-model"],
+    ["judge"],
+    ["eval"],
+    ["chat"],
+    ["serve"],
+    ["export"],
+]
 
 
 def test_top_level_help_does_not_import_torch():

@@ -112,7 +112,7 @@ def test_gspo_stage_trains_lora_and_writes_metrics(tiny_model_dir, tmp_path, bun
 
     out = tmp_path / "gspo"
     argv = ["gspo", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--max_steps", "2",
-            "--max_prompts", "8", "--max_completion_length", "12", "--save_steps", "1"]  # fmt: skip
+            "--max_prompts", "8", "--max_completion_length", "32", "--save_steps", "1"]  # fmt: skip
     assert main(argv) == 0
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
@@ -121,6 +121,7 @@ def test_gspo_stage_trains_lora_and_writes_metrics(tiny_model_dir, tmp_path, bun
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward", "reward_smoothed", "judge/tier_E", "clip_ratio/region_mean", "completions/mean_length"):
         assert key in rows[0], key
+    assert "clip_ratio/region_mean" in rows[1]  # the rollout batch's second (off-policy) minibatch is logged too
     assert sorted(p.name for p in (out / "plots").iterdir()) == [
         "completion_length.png", "kl_and_clipping.png", "reward.png", "tier_mix.png",
     ]  # fmt: skip
@@ -171,7 +172,9 @@ def test_a_resumed_run_pays_no_judgment_twice(tmp_path, monkeypatch):
     completions = ["我想了想。\n</think>\n\n答案一", "我想了想。\n</think>\n\n答案二"]
     columns = {"question": ["问？", "问？"], "reference": ["答案一", "答案一"]}
     with FakeOpenAIServer() as server:
-        args = JudgeArguments(judge_backend="openai", judge_base_url=server.base_url, judge_cache=str(tmp_path / "c.db"))
+        args = JudgeArguments(
+            judge_backend="openai", judge_base_url=server.base_url, judge_cache=str(tmp_path / "c.db")
+        )
         for _ in range(2):  # the first run, then the resumed one with a fresh process-level judge
             _, _, judge = build_rewards(RewardArguments(), args.to_config())
             scores = asyncio.run(judge(prompts=[None, None], completions=completions, **columns))

@@ -154,3 +154,9 @@ def test_reference_judge_is_deterministic() -> None:
 def test_undecided_score_must_be_a_tier() -> None:
     with pytest.raises(ValueError, match="reference_undecided_score"):
         JudgeConfig(backend="reference", reference_undecided_score=1.0)
+
+
+@pytest.mark.parametrize("fragment", ["，但不能雷", "但不能雷", "）的确如此"])
+def test_short_off_topic_fragments_are_incoherent_not_non_medical(fragment) -> None:
+    # A policy trained against the heuristic found these: they must not earn the 0.0 "non-medical" tier.
+    assert reference_verdict(Q1, R1, fragment).label == "E"

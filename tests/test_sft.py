@@ -6,7 +6,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medgspo.cli import main
 from medgspo.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
 from medgspo.sft import run_sft
 

@@ -20,13 +20,17 @@ class DataArguments:
 
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Local .jsonl/.json/.parquet file or directory, or a Hub dataset id. Default: bundled data."},
+        metadata={
+            "help": "Local .jsonl/.json/.parquet file or directory, or a Hub dataset id. Default: bundled data."
+        },
     )
     dataset_config: str | None = field(default="zh", metadata={"help": "Hub dataset config (medical-o1: `zh`)."})
     dataset_split: str = field(default="train", metadata={"help": "Hub dataset split."})
     eval_size: float = field(default=0.1, metadata={"help": "Held-out fraction (< 1) or count of records."})
     split_seed: int = field(default=42, metadata={"help": "Seed of the deterministic train/eval split."})
-    skip_invalid: bool = field(default=False, metadata={"help": "Skip (and count) invalid records instead of failing."})
+    skip_invalid: bool = field(
+        default=False, metadata={"help": "Skip (and count) invalid records instead of failing."}
+    )
     oversized: str = field(
         default="drop", metadata={"help": "Records longer than max_length: `drop` them or `truncate` their reasoning."}
     )

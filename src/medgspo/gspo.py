@@ -42,6 +42,13 @@ class MedGSPOConfig(GRPOConfig):
     temperature: float = field(default=1.0, metadata={"help": "Rollout sampling temperature (card: 1.0)."})
     top_p: float = field(default=0.95, metadata={"help": "Rollout top-p (card: 0.95)."})
     top_k: int = field(default=20, metadata={"help": "Rollout top-k (card: 20)."})
+    multi_objective_aggregation: str = field(
+        default="normalize_then_sum",
+        metadata={
+            "help": "Each reward is normalised per group before the weighted sum, so a failed judgment (None) "
+            "sits at its group's mean instead of counting as a 0.0 judge score."
+        },
+    )
     sft_adapter: str | None = field(default=None, metadata={"help": "SFT adapter folder to continue from."})
     resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in output_dir."})
     max_prompts: int | None = field(default=None, metadata={"help": "Use at most this many training prompts."})
@@ -189,14 +196,16 @@ def make_metrics_callback(path: Path, judge_reward, smoothing: float = 0.9):
             self.ema = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "reward" not in logs:
+            if not logs or "train_runtime" in logs:  # the end-of-training summary is not a step
                 return
-            reward = logs["reward"]
-            self.ema = reward if self.ema is None else smoothing * self.ema + (1 - smoothing) * reward
-            row = {"step": state.global_step, **logs, "reward_smoothed": self.ema}
-            stats = judge_reward.stats
-            row |= {"judge_total/calls": stats.calls, "judge_total/cache_hits": stats.cache_hits}
-            row |= {"judge_total/failures": stats.failures, "judge_total/cost_usd": stats.cost(judge_reward.judge.config.prices)}
+            row = {"step": state.global_step, **logs}
+            if "reward" in logs:  # rollout steps; the other minibatches of a rollout batch log loss and clipping
+                reward = logs["reward"]
+                self.ema = reward if self.ema is None else smoothing * self.ema + (1 - smoothing) * reward
+                row["reward_smoothed"] = self.ema
+            stats, prices = judge_reward.stats, judge_reward.judge.config.prices
+            row |= {"judge_total/calls": stats.calls, "judge_total/cache_hits": stats.cache_hits,
+                    "judge_total/failures": stats.failures, "judge_total/cost_usd": stats.cost(prices)}  # fmt: skip
             with path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
@@ -239,11 +248,18 @@ def run_gspo(
 
     # ---- policy, tokenizer, chat format -----------------------------------------------------------------------
     sft_dir = training_args.sft_adapter
-    chat_format = ChatFormat.load(sft_dir) if sft_dir else ChatFormat(format_args.system_prompt, format_args.enable_thinking)
+    chat_format = (
+        ChatFormat.load(sft_dir)
+        if sft_dir
+        else ChatFormat(system_prompt=format_args.system_prompt, enable_thinking=format_args.enable_thinking)
+    )
     dtype = torch.bfloat16 if training_args.bf16 else torch.float32
     model, base_path = load_policy(model_args, sft_dir, dtype)
     tokenizer = AutoTokenizer.from_pretrained(sft_dir or base_path)
-    training_args.chat_template_kwargs = {**(training_args.chat_template_kwargs or {}), **chat_format.chat_template_kwargs()}
+    training_args.chat_template_kwargs = {
+        **(training_args.chat_template_kwargs or {}),
+        **chat_format.chat_template_kwargs(),
+    }
     peft_config = None
     if not sft_dir and model_args.use_peft:
         from trl import get_peft_config
@@ -251,7 +267,12 @@ def run_gspo(
         peft_config = get_peft_config(model_args)
 
     # ---- data: the same split as SFT, prompts + reference column -------------------------------------------------
-    report = load_records(data_args.dataset_name, skip_invalid=data_args.skip_invalid, hub_config=data_args.dataset_config, hub_split=data_args.dataset_split)
+    report = load_records(
+        data_args.dataset_name,
+        skip_invalid=data_args.skip_invalid,
+        hub_config=data_args.dataset_config,
+        hub_split=data_args.dataset_split,
+    )
     train, held = train_eval_split(report.records, data_args.eval_size, data_args.split_seed)
     train = train[: training_args.max_prompts] if training_args.max_prompts else train
     train_ds = Dataset.from_list([chat_format.rl_example(r) for r in train])
@@ -294,16 +315,27 @@ def run_gspo(
         "judge": {k: v for k, v in judge_config.to_dict().items() if k != "extra_body"},
         "judge_stats": judge.stats.summary(judge_config.prices),
         "clipping_notes": clipping_diagnosis(
-            training_args.gradient_accumulation_steps, training_args.steps_per_generation,
-            training_args.num_iterations, training_args.importance_sampling_level, training_args.loss_type,
+            training_args.gradient_accumulation_steps,
+            training_args.steps_per_generation,
+            training_args.num_iterations,
+            training_args.importance_sampling_level,
+            training_args.loss_type,
         ),  # fmt: skip
         "plots": [str(p) for p in plots],
-        "config": {"importance_sampling_level": training_args.importance_sampling_level, "loss_type": training_args.loss_type,
-                   "epsilon": training_args.epsilon, "epsilon_high": training_args.epsilon_high, "beta": training_args.beta,
-                   "num_generations": training_args.num_generations, "steps_per_generation": training_args.steps_per_generation,
-                   "num_iterations": training_args.num_iterations},
+        "config": {
+            "importance_sampling_level": training_args.importance_sampling_level,
+            "loss_type": training_args.loss_type,
+            "epsilon": training_args.epsilon,
+            "epsilon_high": training_args.epsilon_high,
+            "beta": training_args.beta,
+            "num_generations": training_args.num_generations,
+            "steps_per_generation": training_args.steps_per_generation,
+            "num_iterations": training_args.num_iterations,
+        },
     }
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    (output_dir / SUMMARY_FILE).write_text(
+        json.dumps(summary, ensure_ascii=False, indent=2, default=str), encoding="utf-8"
+    )
     logger.info("GSPO adapter saved to %s", output_dir)
     return GSPOResult(output_dir, summary)
 
@@ -312,5 +344,6 @@ def parse_gspo(argv: list[str] | None, prog: str = "medgspo gspo"):
     """Parse a GSPO recipe and overrides into the stage's dataclasses."""
     from .configs import parse
 
-    return parse((DataArguments, FormatArguments, JudgeArguments, RewardArguments, MedGSPOConfig, MedModelConfig), argv, prog)
-
+    return parse(
+        (DataArguments, FormatArguments, JudgeArguments, RewardArguments, MedGSPOConfig, MedModelConfig), argv, prog
+    )

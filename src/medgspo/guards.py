@@ -4,7 +4,8 @@ Each guard is a pure scoring function on the final answer (the text after ``</th
 They return penalties in ``[-1, 0]`` (0 = nothing wrong), so they are added with a positive weight in
 ``reward_weights`` next to the judge reward:
 
-* :func:`repetition_penalty`: the share of repeated character n-grams. Chinese has no spaces, so words cannot be
+* :func:`repetition_penalty`: the share of repeated character n-grams over the whole completion (reasoning loops are
+  the usual degenerate failure, and they rarely reach an answer). Chinese has no spaces, so words cannot be
   counted; repeated character 4-grams catch "腹痛腹痛腹痛..." and copied sentences alike.
 * :func:`length_penalty`: grows linearly once the answer passes ``max_chars`` (the card asks for a concise answer).
 * :func:`language_penalty`: the share of letters in the answer that are not Chinese (CJK) characters, above a
@@ -38,7 +39,7 @@ def repetition_penalty(text: str, n: int = 4) -> float:
     if len(grams) < 2:
         return 0.0
     repeats = sum(count - 1 for count in Counter(grams).values())
-    return -round(repeats / len(grams), 4)
+    return 0.0 - round(repeats / len(grams), 4)  # 0.0 - x: never -0.0
 
 
 def length_penalty(text: str, max_chars: int = 300, ramp_chars: int | None = None) -> float:
@@ -51,7 +52,7 @@ def length_penalty(text: str, max_chars: int = 300, ramp_chars: int | None = Non
     """
     ramp = ramp_chars or max_chars
     over = len(text.strip()) - max_chars
-    return 0.0 if over <= 0 else -min(1.0, round(over / ramp, 4))
+    return 0.0 if over <= 0 else 0.0 - min(1.0, round(over / ramp, 4))
 
 
 def language_penalty(text: str, tolerance: float = 0.3) -> float:
@@ -84,10 +85,21 @@ def _answer_reward(score: Callable[[str], float], name: str) -> Callable[..., li
     return reward
 
 
+def _completion_reward(score: Callable[[str], float], name: str) -> Callable[..., list[float]]:
+    """Wrap a guard that reads the whole completion (thinking and answer, tags removed)."""
+
+    def reward(completions: list[Any], **kwargs: Any) -> list[float]:
+        splits = [split_completion(completion_text(c)) for c in completions]
+        return [score(f"{s.thinking}{s.answer}") for s in splits]
+
+    reward.__name__ = name
+    return reward
+
+
 def guard_rewards(max_answer_chars: int = 300) -> dict[str, Callable[..., list[float]]]:
     """The three guards as TRL reward functions, by name."""
     return {
-        "repetition_guard": _answer_reward(repetition_penalty, "repetition_guard"),
+        "repetition_guard": _completion_reward(repetition_penalty, "repetition_guard"),
         "length_guard": _answer_reward(lambda a: length_penalty(a, max_answer_chars), "length_guard"),
         "language_guard": _answer_reward(language_penalty, "language_guard"),
     }

@@ -86,7 +86,7 @@ def generate(
         with torch.no_grad():
             out = model.generate(**enc, **gen_kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
-        for question, ids in zip(chunk, new_tokens):
+        for question, ids in zip(chunk, new_tokens, strict=True):
             ids = ids[ids != tokenizer.pad_token_id]
             text = tokenizer.decode(ids, skip_special_tokens=True)
             results.append(Generation(question, text, chat_format.split(text), int(ids.numel())))

@@ -105,14 +105,17 @@ def findings(summaries: dict[str, dict], gspo_rows: list[dict]) -> list[str]:
         b, s = base["format_compliance"], sft["format_compliance"]
         verb = "rose" if s > b else "did not rise"
         notes.append(f"Format compliance {verb} after SFT: {b:.0%} -> {s:.0%}.")
-    if gspo_rows:
-        first = [r["reward"] for r in gspo_rows[: max(1, len(gspo_rows) // 4)]]
-        last = [r["reward"] for r in gspo_rows[-max(1, len(gspo_rows) // 4) :]]
+    rewards = [r["reward"] for r in gspo_rows if "reward" in r]
+    if rewards:
+        quarter = max(1, len(rewards) // 4)
+        first, last = rewards[:quarter], rewards[-quarter:]
         f, la = sum(first) / len(first), sum(last) / len(last)
         trend = "rose" if la > f else "did not rise"
         notes.append(f"GSPO reward {trend}: first-quarter mean {f:.3f} -> last-quarter mean {la:.3f}.")
-        clipped = [r.get("clip_ratio/region_mean", 0.0) for r in gspo_rows]
-        notes.append(f"Sequences clipped by GSPO: max {max(clipped):.0%} of a minibatch, mean {sum(clipped) / len(clipped):.1%}.")
+        clipped = [r["clip_ratio/region_mean"] for r in gspo_rows if "clip_ratio/region_mean" in r] or [0.0]
+        notes.append(
+            f"Sequences clipped by GSPO: max {max(clipped):.0%} of a minibatch, mean {sum(clipped) / len(clipped):.1%}."
+        )
     if sft and gspo and gspo.get("mean_score") is not None and sft.get("mean_score") is not None:
         d = gspo["mean_score"] - sft["mean_score"]
         notes.append(f"Mean judge score GSPO vs SFT: {d:+.3f} (see the 95% intervals before reading much into it).")
@@ -162,8 +165,8 @@ def _fmt(value: float | None) -> str:
 def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
     """Route the flags, run every stage, evaluate, write ``report.md``."""
     from .evaluation import run_eval
-    from .metrics import markdown_table
     from .gspo import JudgeArguments, parse_gspo, run_gspo
+    from .metrics import markdown_table
     from .plots import read_metrics
     from .sft import EVAL_SPLIT_FILE, run_sft
 

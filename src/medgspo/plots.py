@@ -56,7 +56,6 @@ def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
         logger.warning("No metrics in %s; no plots written.", metrics_path)
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    steps = [r["step"] for r in rows]
     written = []
 
     def save(fig, name):
@@ -96,8 +95,9 @@ def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
     save(fig, "completion_length.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    fractions = tier_fractions(rows)
-    ax.stackplot(steps, *fractions.values(), labels=list(TIER_LABELS.values()))
+    judged = [r for r in rows if "judge/tier_A" in r]  # rollout steps only
+    fractions = tier_fractions(judged)
+    ax.stackplot([r["step"] for r in judged], *fractions.values(), labels=list(TIER_LABELS.values()))
     ax.set(xlabel="optimizer step", ylabel="share of completions", title="Judge tier mix", ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=7)
     save(fig, "tier_mix.png")

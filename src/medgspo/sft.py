@@ -189,4 +189,3 @@ def run_sft(
     (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
     logger.info("SFT adapter saved to %s", output_dir)
     return SFTResult(output_dir, summary)
-

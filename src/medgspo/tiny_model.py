@@ -57,11 +57,9 @@ def corpus_texts(records: Iterable[dict]) -> Iterable[str]:
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
     """A Qwen3.5 tokenizer (same pre-tokenizer, byte-level BPE) whose merges are learned from ``texts``."""
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
     from tokenizers.models import BPE
     from transformers.models.qwen3_5.tokenization_qwen3_5 import PRETOKENIZE_REGEX, Qwen3_5Tokenizer
-
-    from tokenizers import Regex
 
     bpe = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
     bpe.normalizer = normalizers.NFC()
@@ -136,7 +134,9 @@ def create_tiny_model(output_dir: str | Path, records: list[dict] | None = None,
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info("Tiny Qwen3.5 model (%.2fM parameters, vocab %d) saved to %s", n_params / 1e6, len(tokenizer), output_dir)
+    logger.info(
+        "Tiny Qwen3.5 model (%.2fM parameters, vocab %d) saved to %s", n_params / 1e6, len(tokenizer), output_dir
+    )
     return output_dir
 
 

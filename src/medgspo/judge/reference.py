@@ -59,6 +59,8 @@ _INJECTION = re.compile(
 NEAR_VERBATIM_RATIO = 0.9
 MIN_DISTINCT_TRIGRAMS = 0.35
 OFF_TOPIC_OVERLAP = 0.15
+MIN_FLUENT_CHARS = 8  # shorter off-topic text is a fragment (E), not "reasonable but outside medicine" (C)
+_CONTINUING_PUNCT = frozenset("，、；：,;:)）】」』")
 
 
 class RefVerdict(NamedTuple):
@@ -82,7 +84,11 @@ def reference_verdict(question: str, reference: str, answer: str) -> RefVerdict:
         return RefVerdict("E", "reference heuristic: an instruction to the judge with no medical content")
     if (why := clear_match(answer, reference)) is not None:
         return RefVerdict("A", f"reference heuristic: {why}")
+    if (why := fragment(answer)) is not None:
+        return RefVerdict("E", f"reference heuristic: {why}")
     if (why := non_medical(question, reference, answer)) is not None:
+        if len(_compact(answer)) < MIN_FLUENT_CHARS:  # off-topic *and* this short: a fragment, not fluent text
+            return RefVerdict("E", f"reference heuristic: a fragment ({why})")
         return RefVerdict("C", f"reference heuristic: {why}")
     return RefVerdict(None, "undecided: no lexical evidence for a tier (paraphrase, contradiction or partial)")
 
@@ -97,6 +103,7 @@ def incoherence(answer: str) -> str | None:
     words = _WORD_CHAR.findall(answer)
     if len(words) < 2:
         return "empty or too short"
+
     if len(words) / len(visible) < 0.5:
         return f"mostly symbols ({len(words)} of {len(visible)} characters are letters or digits)"
     if answer.count("\ufffd") >= 3:
@@ -109,6 +116,20 @@ def incoherence(answer: str) -> str | None:
         distinct = len(set(trigrams))
         if distinct / len(trigrams) < MIN_DISTINCT_TRIGRAMS:
             return f"degenerate repetition ({distinct} distinct of {len(trigrams)} character trigrams)"
+    return None
+
+
+def fragment(answer: str) -> str | None:
+    """Why ``answer`` is a broken-off fragment (it opens with punctuation that continues a sentence), or ``None``.
+    Checked after an exact match, so a terse correct answer still earns A.
+
+    >>> fragment("，但不能雷")
+    'starts mid-sentence (a fragment)'
+    >>> fragment("肺炎链球菌。") is None
+    True
+    """
+    if answer.lstrip()[:1] in _CONTINUING_PUNCT:
+        return "starts mid-sentence (a fragment)"
     return None
 
 
