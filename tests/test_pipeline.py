@@ -17,11 +17,12 @@ SHORT = [
 def test_flags_are_routed_to_each_stage():
     pipe, sft, gspo = route_arguments(
         ["--model_name_or_path", "m", "--sft.learning_rate=1e-4", "--gspo.beta", "0.01", "--judge_backend", "openai",
-         "--skip_gspo"], {"judge_backend"},
+         "--skip_gspo", "--gspo.lora_target_modules", "q_proj", "v_proj"], {"judge_backend"},
     )  # fmt: skip
     assert pipe == ["--judge_backend", "openai", "--skip_gspo"]
     assert sft == ["--model_name_or_path", "m", "--learning_rate=1e-4"]
-    assert gspo == ["--model_name_or_path", "m", "--beta", "0.01", "--judge_backend", "openai"]
+    assert gspo == ["--model_name_or_path", "m", "--beta", "0.01", "--judge_backend", "openai",
+                    "--lora_target_modules", "q_proj", "v_proj"]  # fmt: skip
 
 
 @pytest.mark.slow

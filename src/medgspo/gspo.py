@@ -233,9 +233,8 @@ def run_gspo(
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from .data import load_records, train_eval_split
     from .plots import plot_training
-    from .sft import last_checkpoint, make_format_callback
+    from .sft import last_checkpoint, load_split, make_format_callback
 
     validate_common(data_args, model_args, None)
     output_dir = Path(training_args.output_dir)
@@ -245,6 +244,8 @@ def run_gspo(
         training_args.num_iterations, training_args.importance_sampling_level, training_args.loss_type,
     ):  # fmt: skip
         logger.warning(note)
+
+    _, train, held = load_split(data_args)  # bad data fails here, before any model is loaded
 
     # ---- policy, tokenizer, chat format -----------------------------------------------------------------------
     sft_dir = training_args.sft_adapter
@@ -267,13 +268,6 @@ def run_gspo(
         peft_config = get_peft_config(model_args)
 
     # ---- data: the same split as SFT, prompts + reference column -------------------------------------------------
-    report = load_records(
-        data_args.dataset_name,
-        skip_invalid=data_args.skip_invalid,
-        hub_config=data_args.dataset_config,
-        hub_split=data_args.dataset_split,
-    )
-    train, held = train_eval_split(report.records, data_args.eval_size, data_args.split_seed)
     train = train[: training_args.max_prompts] if training_args.max_prompts else train
     train_ds = Dataset.from_list([chat_format.rl_example(r) for r in train])
 

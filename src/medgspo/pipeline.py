@@ -67,8 +67,10 @@ def route_arguments(argv: list[str], judge_fields: set[str]) -> tuple[list[str],
     i = 0
     while i < len(argv):
         flag = argv[i]
-        has_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
-        chunk = argv[i : i + 2] if has_value else argv[i : i + 1]
+        end = i + 1
+        while end < len(argv) and not argv[end].startswith("--"):  # a flag may take several values (lists)
+            end += 1
+        chunk = argv[i:end]
         name = flag[2:].split("=", 1)[0]
         if name.startswith("sft."):
             sft += [f"--{flag[6:]}", *chunk[1:]]
@@ -82,7 +84,7 @@ def route_arguments(argv: list[str], judge_fields: set[str]) -> tuple[list[str],
             gspo += chunk
         else:
             pipe += chunk
-        i += len(chunk)
+        i = end
     return pipe, sft, gspo
 
 

@@ -92,8 +92,8 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     return None
 
 
-def prepare_data(data_args: DataArguments, tokenizer: Any, chat_format: ChatFormat, max_length: int | None):
-    """Load, split and length-filter the records; return ``(train_records, eval_records, summary)``."""
+def load_split(data_args: DataArguments):
+    """Load the records and split them as every stage does; return ``(load_report, train, held_out)``."""
     report = load_records(
         data_args.dataset_name,
         skip_invalid=data_args.skip_invalid,
@@ -101,6 +101,14 @@ def prepare_data(data_args: DataArguments, tokenizer: Any, chat_format: ChatForm
         hub_split=data_args.dataset_split,
     )
     train, held = train_eval_split(report.records, data_args.eval_size, data_args.split_seed)
+    return report, train, held
+
+
+def prepare_data(
+    data_args: DataArguments, loaded: tuple, tokenizer: Any, chat_format: ChatFormat, max_length: int | None
+):
+    """Length-filter the loaded split (:func:`load_split`); return ``(train_records, eval_records, summary)``."""
+    report, train, held = loaded
     if data_args.max_train_samples:
         train = train[: data_args.max_train_samples]
     truncated = dropped = 0
@@ -138,6 +146,7 @@ def run_sft(
 
     validate_common(data_args, model_args, training_args.max_length)
     output_dir = Path(training_args.output_dir)
+    loaded = load_split(data_args)  # bad data fails here, before any model is built or loaded
 
     # ---- model, tokenizer and chat format ---------------------------------------------------------------------
     model_path = resolve_model_path(model_args.model_name_or_path)
@@ -151,7 +160,7 @@ def run_sft(
     }
 
     # ---- data ---------------------------------------------------------------------------------------------------
-    train, held, summary = prepare_data(data_args, tokenizer, chat_format, training_args.max_length)
+    train, held, summary = prepare_data(data_args, loaded, tokenizer, chat_format, training_args.max_length)
     write_jsonl(output_dir / EVAL_SPLIT_FILE, held)
     train_ds = Dataset.from_list([chat_format.sft_example(r) for r in train])
     eval_ds = Dataset.from_list([chat_format.sft_example(r) for r in held]) if held else None
