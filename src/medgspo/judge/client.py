@@ -33,6 +33,7 @@ import os
 import random
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -138,7 +139,7 @@ def message_content(data: dict[str, Any]) -> str | None:
     return content if isinstance(content, str) else None
 
 
-class BaseJudge:
+class BaseJudge(ABC):
     """Batch bookkeeping shared by all backends: rule-scored items, in-batch de-duplication, accounting."""
 
     backend = "base"
@@ -213,16 +214,17 @@ class BaseJudge:
         key = cache_key(self.judge_id, self.rubric.version, item.question.strip(), item.reference.strip(), candidate)
         return Job(item.question, item.reference, candidate, key)
 
+    @abstractmethod
     async def _judge_jobs(
         self, jobs: list[Job], batch: JudgeStats, done: Callable[[str], None]
     ) -> dict[str, Judgment]:
-        raise NotImplementedError
+        """Judge the jobs the cache could not answer; each backend implements it."""
 
     async def aclose(self) -> None:
         """Release network connections and files."""
         await self._close_http()
 
-    async def _close_http(self) -> None:
+    async def _close_http(self) -> None:  # noqa: B027  (a default no-op; the HTTP backend overrides it)
         """Release the connections bound to the current event loop."""
 
     def judge_batch_sync(self, items: list[Any]) -> list[Judgment]:
@@ -396,7 +398,7 @@ class OpenAIJudge(BaseJudge):
             text = text.replace(self._api_key, "***")
         return _KEY_LIKE.sub("sk-***", text)
 
-    async def _close_http(self) -> None:
+    async def _close_http(self) -> None:  # noqa: B027  (a default no-op; the HTTP backend overrides it)
         client, loop = self._client, self._loop
         self._client = self._loop = self._semaphore = None
         if client is not None and loop is asyncio.get_running_loop():
