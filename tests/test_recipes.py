@@ -21,8 +21,8 @@ def test_sft_recipe_loads_and_documents_its_command(recipe):
     assert text.startswith("#") and f"--config {recipe}" in text
     extra = ["--use_cpu", "true", "--bf16", "false"]  # so a GPU recipe parses on a CPU machine too
     data, fmt, train, model = parse(SFT_TYPES, ["--config", str(recipe), *extra])
-    assert model.lora_r == 16 and model.lora_alpha == 32 and model.lora_target_modules == LORA_TARGETS
-    assert train.max_length == 2048
+    assert model.lora_r == 16 and model.lora_alpha == 32 and set(LORA_TARGETS) <= set(model.lora_target_modules)
+    assert train.max_length in (2048, 256)  # the card's limit; the tiny CPU recipe truncates reasoning to 256
 
 
 def test_card_recipe_values():
@@ -30,6 +30,7 @@ def test_card_recipe_values():
         SFT_TYPES, ["--config", "recipes/qwen3.5-4b-medical/sft.yaml", "--use_cpu", "true", "--bf16", "false"]
     )
     assert model.model_name_or_path == "Qwen/Qwen3.5-4B"
+    assert model.lora_target_modules == LORA_TARGETS and train.max_length == 2048
     assert data.dataset_name == "FreedomIntelligence/medical-o1-reasoning-SFT" and data.dataset_config == "zh"
     assert train.per_device_train_batch_size * train.gradient_accumulation_steps == 8
 

@@ -55,7 +55,8 @@ def test_sft_trains_lora_and_saves_a_loadable_adapter(tiny_model_dir, tmp_path, 
     # A PEFT adapter with the model card's LoRA, plus tokenizer and chat format beside it.
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["r"] == 16 and cfg["lora_alpha"] == 32
-    assert set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    card = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert set(cfg["target_modules"]) == card | {"in_proj_qkv", "in_proj_z", "out_proj"}  # tiny recipe: + DeltaNet
     assert (out / "chat_format.json").is_file() and (out / "tokenizer_config.json").is_file()
     checkpoints = sorted(out.glob("checkpoint-*"))
     assert checkpoints and all((c / "chat_format.json").is_file() for c in checkpoints)
