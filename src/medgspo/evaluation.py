@@ -8,21 +8,20 @@ on the held-out split. Per model: batched generation (:func:`medgspo.inference.g
 formed (no single ``</think>`` followed by a non-empty answer) scores -1.0 without a judge call, the rubric's
 "incoherent or empty" tier; a judge failure or abstention is ``None`` and counted, never turned into a score.
 
-:func:`run_eval` writes ``generations.jsonl``, ``eval.json``, ``eval.md`` and ``eval.png`` into one folder. The
-file helpers here are shared with the multiple-choice evaluation (:mod:`medgspo.mcq`).
+:func:`run_eval` writes ``generations.jsonl``, ``eval.json``, ``eval.md`` and ``eval.png`` into one folder (with the
+atomic writers of :mod:`medgspo.data`, which the multiple-choice evaluation uses too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from .data import write_json, write_jsonl
 from .judge import JudgeConfig, Judgment, make_judge
 from .metrics import TIER_KEYS, markdown_table, summarize_open
 
@@ -32,39 +31,6 @@ MALFORMED_SCORE = -1.0  # the rubric's tier E: incoherent, broken or empty
 
 
 # ---- files --------------------------------------------------------------------------------------------------------
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become ``null`` so every file is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
-    """Write one JSON object per line (UTF-8, atomically: a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(_json_safe(row), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write indented UTF-8 JSON (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(data), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def check_names(models: list[tuple[str, str, str | None]]) -> None:
     """Model names label table rows and generation lines, so they must be unique and non-empty."""
     names = [m[0] for m in models]

@@ -239,10 +239,11 @@ def run_gspo(
     validate_common(data_args, model_args, None)
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    for note in clipping_diagnosis(
+    clipping_notes = clipping_diagnosis(
         training_args.gradient_accumulation_steps, training_args.steps_per_generation,
         training_args.num_iterations, training_args.importance_sampling_level, training_args.loss_type,
-    ):  # fmt: skip
+    )  # fmt: skip
+    for note in clipping_notes:
         logger.warning(note)
 
     _, train, held = load_split(data_args)  # bad data fails here, before any model is loaded
@@ -308,13 +309,7 @@ def run_gspo(
         "reward_weights": dict(reward_names(reward_args)),
         "judge": {k: v for k, v in judge_config.to_dict().items() if k != "extra_body"},
         "judge_stats": judge.stats.summary(judge_config.prices),
-        "clipping_notes": clipping_diagnosis(
-            training_args.gradient_accumulation_steps,
-            training_args.steps_per_generation,
-            training_args.num_iterations,
-            training_args.importance_sampling_level,
-            training_args.loss_type,
-        ),  # fmt: skip
+        "clipping_notes": clipping_notes,
         "plots": [str(p) for p in plots],
         "config": {
             "importance_sampling_level": training_args.importance_sampling_level,

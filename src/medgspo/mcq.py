@@ -436,7 +436,8 @@ def run_mcq(
 ) -> dict[str, dict[str, Any]]:
     """Evaluate each ``(name, model, adapter)`` on ``items``; write ``mcq_generations.jsonl`` (one line per model
     and item, with a ``model`` field), ``mcq.json`` (summaries by name) and ``mcq.md``; return the summaries."""
-    from .evaluation import check_names, write_json, write_jsonl
+    from .data import write_json, write_jsonl
+    from .evaluation import check_names
 
     check_names(models)
     out = Path(output_dir)

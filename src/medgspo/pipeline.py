@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
-from .inference import Generation
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +88,11 @@ def route_arguments(argv: list[str], judge_fields: set[str]) -> tuple[list[str],
 
 
 # ---- report -----------------------------------------------------------------------------------------------------
-def format_sample(gen: Generation | dict, label: str) -> str:
-    """Markdown for one generation: thinking and answer shown apart, and whether the format held."""
-    split = gen.split if isinstance(gen, Generation) else None
-    thinking = (split.thinking if split else gen["thinking"])[:300] or "(empty)"
-    answer = (split.answer if split else gen["answer"])[:300] or "(no answer after `</think>`)"
-    ok = split.well_formed if split else gen["well_formed"]
-    status = "well-formed" if ok else "not well-formed"
+def format_sample(gen: dict, label: str) -> str:
+    """Markdown for one evaluation row: thinking and answer shown apart, and whether the format held."""
+    thinking = gen["thinking"][:300] or "(empty)"
+    answer = gen["answer"][:300] or "(no answer after `</think>`)"
+    status = "well-formed" if gen["well_formed"] else "not well-formed"
     return f"**{label}** ({status})\n\n> 思考: {thinking}\n>\n> 回答: {answer}\n"
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from .chat_format import ChatFormat
 from .configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, validate_common
-from .data import describe, fit_length, load_records, train_eval_split
+from .data import describe, fit_length, load_records, train_eval_split, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +33,6 @@ class SFTResult:
 
     output_dir: Path
     summary: dict[str, Any]
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows as UTF-8 JSON lines."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def make_format_callback(chat_format: ChatFormat, tokenizer: Any):
