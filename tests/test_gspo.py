@@ -111,8 +111,25 @@ def test_gspo_stage_trains_lora_and_writes_metrics(tiny_model_dir, tmp_path, bun
     from medgspo.cli import main
 
     out = tmp_path / "gspo"
-    argv = ["gspo", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--max_steps", "2",
-            "--max_prompts", "8", "--max_completion_length", "32", "--save_steps", "1"]  # fmt: skip
+    argv = [
+        "gspo",
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--max_prompts",
+        "8",
+        "--max_completion_length",
+        "32",
+        "--save_steps",
+        "1",
+        "--temperature",
+        "1.0",
+        "--per_device_train_batch_size",
+        "8",
+    ]  # fmt: skip  (varied samples, so the advantages are not all zero)
     assert main(argv) == 0
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
@@ -125,7 +142,10 @@ def test_gspo_stage_trains_lora_and_writes_metrics(tiny_model_dir, tmp_path, bun
     assert sorted(p.name for p in (out / "plots").iterdir()) == [
         "completion_length.png", "kl_and_clipping.png", "reward.png", "tier_mix.png",
     ]  # fmt: skip
-    assert json.loads((out / "gspo_summary.json").read_text())["global_step"] == 2
+    summary = json.loads((out / "gspo_summary.json").read_text())
+    assert summary["global_step"] == 2 and (summary["backend"], summary["processes"]) == ("transformers", 1)
+    # 8 per device x 2 steps per generation = 16 rollouts per round, below the cap of 32: 16 in flight
+    assert summary["judge"]["concurrency"] == 16 and summary["rollouts"] == "transformers"
 
 
 @pytest.mark.slow

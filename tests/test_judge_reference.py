@@ -62,6 +62,13 @@ LABELLED = [
     (Q5, R5, "阿司匹林主要通过抑制血小板聚集发挥作用，可用于预防心脑血管事件。", "B"),
     (Q5, R5, "COX-1COX-1COX-1COX-1COX-1COX-1COX-1COX-1COX-1", "E"),
     (Q5, R5, "阿司匹林\ufffd\ufffd\ufffd\ufffd血小板\ufffd\ufffd的", "E"),
+    (
+        Q5,
+        R5,
+        "首选浓缩我先整理：\ufffd",
+        "E",
+    ),  # one broken character: not fluent off-topic text (C); a policy found it
+    (Q5, R5, "首选", "E"),  # only a framing word: a GSPO policy collapsed onto it while the heuristic abstained
     (Q5, R5, "The weather is nice today and I want to go hiking.", "C"),
 ]
 
@@ -73,11 +80,11 @@ def _verdicts() -> list[tuple[str, str | None]]:
 def test_agreement_on_the_labelled_set() -> None:
     pairs = _verdicts()
     decided = [(gold, got) for gold, got in pairs if got is not None]
-    assert len(pairs) == 34
-    assert len(decided) == 17  # coverage 50%
+    assert len(pairs) == 36
+    assert len(decided) == 19  # coverage 53%
     assert all(gold == got for gold, got in decided)  # precision 100% where it decides
     by_gold = Counter(gold for gold, got in decided)
-    assert by_gold == {"A": 7, "C": 4, "E": 6}
+    assert by_gold == {"A": 7, "C": 4, "E": 8}
 
 
 def test_never_rewards_a_contradiction() -> None:

@@ -124,8 +124,9 @@ def test_markdown_table_side_by_side():
     table = markdown_table({"base": base, "sft": sft}).splitlines()
     assert table[0].startswith("| model | n | format compliance | mean score [95% CI] | tiers +2.0 / +0.5")
     assert len(table) == 4
-    assert table[2] == "| base | 2 | 50.0% | -0.25 [-1.00, 0.50] | 0 / 1 / 0 / 0 / 1 | 1 / 0 | 0 |"
-    assert table[3] == "| sft | 2 | 100.0% | 2.00 [2.00, 2.00] | 1 / 0 / 0 / 0 / 0 | 1 / 1 | 1 (1 abstained) |"
+    assert table[2] == "| base | 2 | 50.0% | -0.25 [-1.00, 0.50] | 0 / 1 / 0 / 0 / 1 | 1 / 0 | 100.0% | 0 |"
+    # the same answer to both questions: 1 distinct of 2 (how a collapsed policy shows)
+    assert table[3] == "| sft | 2 | 100.0% | 2.00 [2.00, 2.00] | 1 / 0 / 0 / 0 / 0 | 1 / 1 | 50.0% | 1 (1 abstained) |"
     nothing = markdown_table({"x|y": summarize_open([_row(None, error="HTTP 500")])}).splitlines()[2]
     assert nothing.startswith("| x\\|y | 1 | 100.0% | n/a [n/a, n/a] |")
 

@@ -81,6 +81,19 @@ def test_judge_reward_with_the_reference_backend() -> None:
     assert reward.stats.judgments == 4
 
 
+def test_judge_reward_scores_a_malformed_layout_by_rule_as_evaluation_does() -> None:
+    """Closing the thinking twice must not turn a -1.0 into a judged answer (a GSPO policy found that)."""
+    reward = judge_reward(JudgeConfig(backend="reference"))
+    completions = [
+        assistant("想想\n</think>\n\n</think>\n\n最可能的诊断是急性阑尾炎。"),  # several </think>
+        assistant("想想\n</think>\n\n<think>最可能的诊断是急性阑尾炎。"),  # a <think> inside the answer
+        assistant("<think>想想\n</think>\n\n最可能的诊断是急性阑尾炎。"),  # one leading <think> is fine
+    ]
+    scores, _, extra = trl_call(reward, completions)
+    assert scores == [-1.0, -1.0, 2.0]
+    assert extra["judge_label"] == ["E", "E", "A"]
+
+
 def test_judge_reward_gathers_the_batch_in_one_call() -> None:
     with FakeOpenAIServer(latency_s=0.3) as server:
         judge = OpenAIJudge(JudgeConfig(base_url=server.base_url, concurrency=16), api_key="k")

@@ -5,6 +5,7 @@
     medgspo data check data/medical_o1_zh.jsonl
     medgspo tiny-model --output runs/tiny-qwen3.5
     medgspo judge --input in.jsonl --output out.jsonl --backend reference
+    medgspo plan --config recipes/qwen3.5-4b-medical/gspo.yaml --num_processes 4
 
 Heavy libraries (torch, transformers, TRL) are imported inside the commands, so ``medgspo --help`` is instant.
 User mistakes (bad data, bad flags) end with a one-line ``error:`` message and a non-zero exit code.
@@ -42,6 +43,8 @@ RECIPE_COMMANDS = {
     "sft": "Stage 1: supervised fine-tuning (LoRA) on TRL's SFTTrainer. Flags: any recipe field, e.g. --config FILE.",
     "gspo": "Stage 2: GSPO on TRL's GRPOTrainer with the judge reward. Flags: any recipe field, e.g. --config FILE.",
     "pipeline": "The main job: tiny model -> SFT -> GSPO with the judge -> evaluation of base/SFT/GSPO -> report.md.",
+    "plan": "Print what a recipe will do: batch arithmetic, judge calls and cost per 1,000 steps, clipping, memory. "
+    "Flags: --config FILE [--num_processes N] [any recipe field].",
 }
 
 
@@ -81,6 +84,13 @@ def with_default_recipe(argv: list[str], recipe: Path = TINY_SFT_RECIPE) -> list
     return ["--config", str(recipe), *argv]
 
 
+def _main_process() -> bool:
+    """False in the other processes of a torchrun/accelerate launch (they stay quiet; the main one reports)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def cmd_sft(argv: list[str]) -> int:
     from .configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
     from .sft import run_sft
@@ -90,6 +100,8 @@ def cmd_sft(argv: list[str]) -> int:
         (DataArguments, FormatArguments, MedSFTConfig, MedModelConfig), argv, prog="medgspo sft"
     )
     result = run_sft(data_args, format_args, training_args, model_args)
+    if not _main_process():
+        return 0
     print(f"\nSFT adapter: {result.output_dir}")
     print(f"Summary:     {result.output_dir / 'sft_summary.json'}")
     return 0
@@ -99,10 +111,19 @@ def cmd_gspo(argv: list[str]) -> int:
     from .gspo import parse_gspo, run_gspo
 
     result = run_gspo(*parse_gspo(with_default_recipe(argv, TINY_GSPO_RECIPE)))
+    if not _main_process():
+        return 0
     print(f"\nGSPO adapter: {result.output_dir}")
     print(f"Metrics:      {result.output_dir / 'metrics.jsonl'}")
     for plot in result.summary["plots"]:
         print(f"Plot:         {plot}")
+    return 0
+
+
+def cmd_plan(argv: list[str]) -> int:
+    from .plan import run_plan
+
+    print("\n".join(run_plan(with_default_recipe(argv, TINY_GSPO_RECIPE))))
     return 0
 
 
@@ -175,8 +196,9 @@ def _module_runner(module: str, args: argparse.Namespace) -> Callable[[], int]:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .configs import ConfigError
     from .data import DataError
+    from .inference import AdapterMismatchError
 
-    return (DataError, ConfigError, FileNotFoundError, NotADirectoryError)
+    return (DataError, ConfigError, AdapterMismatchError, FileNotFoundError, NotADirectoryError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,10 +220,15 @@ def main(argv: list[str] | None = None) -> int:
         "sft": lambda: cmd_sft(rest),
         "gspo": lambda: cmd_gspo(rest),
         "pipeline": lambda: cmd_pipeline(rest),
+        "plan": lambda: cmd_plan(rest),
         "data": lambda: cmd_data_check(args),
         "tiny-model": lambda: cmd_tiny_model(args),
     }
     commands |= {name: _module_runner(module, args) for name, module, _ in MODULE_COMMANDS}
+    if args.command in ("sft", "gspo", "pipeline"):
+        from .backends import import_unsloth_first
+
+        import_unsloth_first(rest)
     try:
         return commands[args.command]()
     except _user_errors() as err:

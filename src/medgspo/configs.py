@@ -67,6 +67,13 @@ class MedModelConfig(ModelConfig):
     lora_target_modules: list[str] | None = field(
         default_factory=lambda: list(LORA_TARGETS), metadata={"help": "Modules that get LoRA adapters."}
     )
+    backend: str = field(
+        default="transformers",
+        metadata={"help": "`transformers` (default, any machine) or `unsloth` (CUDA + `medgspo[unsloth]`)."},
+    )
+    max_seq_length: int = field(
+        default=2048, metadata={"help": "Unsloth backend: max_seq_length given to FastVisionModel (card: 2048)."}
+    )
 
 
 class ConfigError(ValueError):

@@ -31,10 +31,9 @@ def merge_adapter(model: str | None, adapter: str | Path, output: str | Path, *,
                   overwrite: bool = False) -> Path:  # fmt: skip
     """Merge ``adapter`` into ``model`` (default: the base the adapter records) and save it all to ``output``."""
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .inference import resolve_model_path
+    from .inference import load_adapter, resolve_model_path
 
     adapter, output = Path(adapter), Path(output)
     base = _check(model, adapter, output, overwrite=overwrite)
@@ -42,7 +41,7 @@ def merge_adapter(model: str | None, adapter: str | Path, output: str | Path, *,
     logger.info("Merging %s into %s", adapter, base)
     try:
         lm = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
-        peft_model = PeftModel.from_pretrained(lm, str(adapter))
+        peft_model = load_adapter(lm, adapter)
     except (OSError, ValueError, RuntimeError) as exc:  # missing files, or an adapter made for another model
         raise ModelLoadError(f"cannot load {base!r} + adapter {str(adapter)!r}: {_first_line(exc)}") from exc
     target_dtype = _target_dtype(dtype, lm.config)

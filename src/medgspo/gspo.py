@@ -13,6 +13,7 @@ logged step), ``plots/*.png`` and ``gspo_summary.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -173,17 +174,26 @@ def build_rewards(rewards: RewardArguments, judge_config) -> tuple[list[Any], li
     return [funcs[name] for name, _ in names], [weight for _, weight in names], judge
 
 
-def load_policy(model_args: MedModelConfig, sft_adapter: str | None, dtype: Any):
-    """The base model with the SFT adapter made trainable (GSPO continues it), or a fresh LoRA if none is given."""
-    from peft import PeftModel
+def load_policy(model_args: MedModelConfig, sft_adapter: str | None, dtype: Any, training_args: Any = None):
+    """The base model with the SFT adapter made trainable (GSPO continues it), or the bare base model (TRL then adds
+    a fresh LoRA). With ``--backend unsloth`` the model card's Unsloth loader does both."""
     from transformers import AutoModelForCausalLM
 
-    from .inference import resolve_model_path
+    from .inference import load_adapter, resolve_model_path
 
     base_path = resolve_model_path(model_args.model_name_or_path)
+    if model_args.backend == "unsloth":
+        from .backends import load_unsloth
+
+        checkpointing = bool(training_args and training_args.gradient_checkpointing)
+        model = load_unsloth(model_args, adapter=sft_adapter, gradient_checkpointing=checkpointing,
+                             seed=training_args.seed if training_args else 42)  # fmt: skip
+        if training_args is not None:
+            training_args.gradient_checkpointing = False  # Unsloth's own checkpointing is on
+        return model, base_path
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, revision=model_args.model_revision)
     if sft_adapter:
-        model = PeftModel.from_pretrained(model, sft_adapter, is_trainable=True)
+        model = load_adapter(model, sft_adapter, is_trainable=True)
     return model, base_path
 
 
@@ -196,7 +206,7 @@ def make_metrics_callback(path: Path, judge_reward, smoothing: float = 0.9):
             self.ema = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "train_runtime" in logs:  # the end-of-training summary is not a step
+            if not logs or "train_runtime" in logs or not state.is_world_process_zero:  # one line per step, one writer
                 return
             row = {"step": state.global_step, **logs}
             if "reward" in logs:  # rollout steps; the other minibatches of a rollout batch log loss and clipping
@@ -233,10 +243,14 @@ def run_gspo(
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
+    from .backends import check_backend, check_rollout_engine
+    from .plan import judge_concurrency_per_process
     from .plots import plot_training
     from .sft import last_checkpoint, load_split, make_format_callback
 
     validate_common(data_args, model_args, None)
+    check_backend(model_args.backend)
+    check_rollout_engine(training_args, model_args.backend)
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     clipping_notes = clipping_diagnosis(
@@ -256,7 +270,7 @@ def run_gspo(
         else ChatFormat(system_prompt=format_args.system_prompt, enable_thinking=format_args.enable_thinking)
     )
     dtype = torch.bfloat16 if training_args.bf16 else torch.float32
-    model, base_path = load_policy(model_args, sft_dir, dtype)
+    model, base_path = load_policy(model_args, sft_dir, dtype, training_args)
     tokenizer = AutoTokenizer.from_pretrained(sft_dir or base_path)
     training_args.chat_template_kwargs = {
         **(training_args.chat_template_kwargs or {}),
@@ -274,11 +288,18 @@ def run_gspo(
 
     # ---- rewards ------------------------------------------------------------------------------------------------
     judge_config = judge_args.to_config(output_dir / "judge_cache.sqlite")
+    local_rollouts = training_args.per_device_train_batch_size * training_args.steps_per_generation
+    judge_config = dataclasses.replace(judge_config, concurrency=judge_concurrency_per_process(
+        judge_args.judge_concurrency, training_args.world_size, local_rollouts
+    ))  # fmt: skip
+    if judge_config.concurrency * training_args.world_size > judge_args.judge_concurrency:
+        logger.warning("--judge_concurrency %d is below the %d processes: each still keeps one judge call in flight",
+                       judge_args.judge_concurrency, training_args.world_size)  # fmt: skip
     reward_funcs, weights, judge = build_rewards(reward_args, judge_config)
     training_args.reward_weights = weights
     metrics_path = output_dir / "metrics.jsonl"
     resume = last_checkpoint(output_dir) if training_args.resume else None
-    if resume is None and metrics_path.exists():
+    if resume is None and metrics_path.exists() and training_args.process_index == 0:
         metrics_path.unlink()
 
     # ---- training -----------------------------------------------------------------------------------------------
@@ -294,13 +315,18 @@ def run_gspo(
     result = trainer.train(resume_from_checkpoint=resume)
 
     # ---- save ---------------------------------------------------------------------------------------------------
-    trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(output_dir)
-    chat_format.save(output_dir)
-    plots = plot_training(metrics_path, output_dir / "plots")
+    trainer.save_model(str(output_dir))  # every process takes part (ZeRO-3 gathers the weights), one writes
+    main_process = trainer.is_world_process_zero()
+    if main_process:
+        tokenizer.save_pretrained(output_dir)
+        chat_format.save(output_dir)
+    plots = plot_training(metrics_path, output_dir / "plots") if main_process else []
     summary = {
         "base_model": model_args.model_name_or_path or TINY_MODEL,
         "model_path": base_path,
+        "backend": model_args.backend,
+        "processes": training_args.world_size,
+        "rollouts": f"vllm-{training_args.vllm_mode}" if training_args.use_vllm else "transformers",
         "sft_adapter": sft_dir,
         "global_step": result.global_step,
         "train_prompts": len(train),
@@ -322,10 +348,11 @@ def run_gspo(
             "num_iterations": training_args.num_iterations,
         },
     }
-    (output_dir / SUMMARY_FILE).write_text(
-        json.dumps(summary, ensure_ascii=False, indent=2, default=str), encoding="utf-8"
-    )
-    logger.info("GSPO adapter saved to %s", output_dir)
+    if main_process:
+        (output_dir / SUMMARY_FILE).write_text(
+            json.dumps(summary, ensure_ascii=False, indent=2, default=str), encoding="utf-8"
+        )
+        logger.info("GSPO adapter saved to %s", output_dir)
     return GSPOResult(output_dir, summary)
 
 

@@ -39,6 +39,36 @@ def resolve_model_path(name_or_path: str | None) -> str:
     return name_or_path
 
 
+class AdapterMismatchError(ValueError):
+    """A LoRA adapter whose weights name modules the base model does not have (it would load as a no-op)."""
+
+
+def load_adapter(model: Any, adapter: str | Path, *, is_trainable: bool = False):
+    """``PeftModel.from_pretrained`` that refuses an adapter made for another model class.
+
+    PEFT only warns when adapter weights find no module (for example an adapter trained on Qwen3.5's
+    vision-language class, whose layers sit under ``model.language_model``, loaded into the text-only class), and
+    the adapter then silently does nothing. Here that is an error naming the adapter and a few of the keys.
+    """
+    import warnings
+
+    from peft import PeftModel
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable)
+    for w in caught:
+        message = str(w.message)
+        if "missing adapter keys" in message:
+            raise AdapterMismatchError(
+                f"adapter {str(adapter)!r} does not fit {type(model).__name__}: its LoRA weights name modules this "
+                f"model does not have, so it would load as a no-op ({message[:300]}). Load it on the model class it "
+                "was trained on (see docs/scaling.md, Unsloth)."
+            )
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return peft_model
+
+
 def load_for_inference(model: str | None, adapter: str | Path | None = None, device: str | None = None):
     """Return ``(model, tokenizer, chat_format)`` ready for generation (eval mode, left padding)."""
     import torch
@@ -52,9 +82,7 @@ def load_for_inference(model: str | None, adapter: str | Path | None = None, dev
     tokenizer.padding_side = "left"
     lm = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     if adapter:
-        from peft import PeftModel
-
-        lm = PeftModel.from_pretrained(lm, str(adapter))
+        lm = load_adapter(lm, adapter)
     fmt_dir = adapter if adapter else base
     chat_format = ChatFormat.load(fmt_dir) if Path(str(fmt_dir)).is_dir() else ChatFormat()
     return lm.to(device).eval(), tokenizer, chat_format

@@ -115,7 +115,9 @@ def summarize_open(rows: Sequence[Mapping[str, Any]], *, n_boot: int = 2000, see
     ``thinking`` and ``answer`` (str); an optional ``error`` starting with ``undecided`` marks an abstention of
     the offline reference judge. ``mean_score`` and its bootstrap interval are over judged rows only; ``None``
     scores are left out and counted in ``judge_failures`` (of which ``judge_abstained`` are abstentions).
-    Values that cannot be computed (no rows, no judged rows) are ``None``.
+    ``distinct_answers`` is the share of different answers among the non-empty ones: a policy that collapsed onto
+    one answer for every question (a classic way to game a judge) shows up here. Values that cannot be computed
+    (no rows, no judged rows) are ``None``.
 
     >>> rows = [
     ...     {"well_formed": True, "score": 2.0, "thinking": "想", "answer": "肺炎。"},
@@ -128,6 +130,8 @@ def summarize_open(rows: Sequence[Mapping[str, Any]], *, n_boot: int = 2000, see
     (4, 0.75, 0.5, 1)
     >>> s["tier_counts"], s["mean_think_chars"], s["mean_answer_chars"]  # (1+3+0+1)/4, (3+4+0+2)/4
     ({'+2.0': 1, '+0.5': 1, '0.0': 0, '-0.5': 0, '-1.0': 1}, 1.25, 2.25)
+    >>> s["distinct_answers"]  # 3 different answers among 3 non-empty ones
+    1.0
     """
     n = len(rows)
     scores = [float(r["score"]) for r in rows if r.get("score") is not None]
@@ -148,9 +152,14 @@ def summarize_open(rows: Sequence[Mapping[str, Any]], *, n_boot: int = 2000, see
         "tier_counts": tiers,
         "mean_think_chars": _mean(len(r["thinking"]) for r in rows),
         "mean_answer_chars": _mean(len(r["answer"]) for r in rows),
+        "distinct_answers": _distinct([r["answer"].strip() for r in rows if r["answer"].strip()]),
         "judge_failures": len(failures),
         "judge_abstained": sum(str(r.get("error") or "").startswith("undecided") for r in failures),
     }
+
+
+def _distinct(answers: list[str]) -> float | None:
+    return len(set(answers)) / len(answers) if answers else None
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -170,12 +179,12 @@ def markdown_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
 
     >>> s = summarize_open([{"well_formed": True, "score": 2.0, "thinking": "想", "answer": "肺炎"}])
     >>> print(markdown_table({"sft": s}).splitlines()[-1])
-    | sft | 1 | 100.0% | 2.00 [2.00, 2.00] | 1 / 0 / 0 / 0 / 0 | 1 / 2 | 0 |
+    | sft | 1 | 100.0% | 2.00 [2.00, 2.00] | 1 / 0 / 0 / 0 / 0 | 1 / 2 | 100.0% | 0 |
     """
     tiers = " / ".join(TIER_KEYS)
     header = ["model", "n", "format compliance", "mean score [95% CI]", f"tiers {tiers}", "think / answer chars",
-              "judge failures"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---|---|---:|---:|"]
+              "distinct answers", "judge failures"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---|---|---:|---:|---:|"]
     for name, s in summaries.items():
         score = f"{_num(s['mean_score'])} [{_num(s['score_ci_low'])}, {_num(s['score_ci_high'])}]"
         counts = " / ".join(str(s["tier_counts"].get(key, 0)) for key in TIER_KEYS)
@@ -183,7 +192,8 @@ def markdown_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
         failures = str(s["judge_failures"])
         if s.get("judge_abstained"):
             failures += f" ({s['judge_abstained']} abstained)"
-        cells = [name, s["n"], _pct(s["format_compliance"]), score, counts, lengths, failures]
+        distinct = _pct(s.get("distinct_answers"))
+        cells = [name, s["n"], _pct(s["format_compliance"]), score, counts, lengths, distinct, failures]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 

@@ -115,10 +115,33 @@ def findings(summaries: dict[str, dict], gspo_rows: list[dict]) -> list[str]:
         notes.append(
             f"Sequences clipped by GSPO: max {max(clipped):.0%} of a minibatch, mean {sum(clipped) / len(clipped):.1%}."
         )
+    if sft and gspo:
+        notes.append(
+            f"Format compliance after GSPO: {sft['format_compliance']:.0%} -> {gspo['format_compliance']:.0%}."
+        )
     if sft and gspo and gspo.get("mean_score") is not None and sft.get("mean_score") is not None:
         d = gspo["mean_score"] - sft["mean_score"]
         notes.append(f"Mean judge score GSPO vs SFT: {d:+.3f} (see the 95% intervals before reading much into it).")
+    notes += collapse_warning(sft, gspo)
     return notes
+
+
+def collapse_warning(sft: dict | None, gspo: dict | None) -> list[str]:
+    """A plain warning when GSPO's answers lost most of their variety (a policy gaming its judge).
+
+    >>> collapse_warning({"distinct_answers": 0.9}, {"distinct_answers": 0.1})[0][:46]
+    'GSPO answers collapsed: 10% distinct vs 90% af'
+    >>> collapse_warning({"distinct_answers": 0.9}, {"distinct_answers": 0.8})
+    []
+    """
+    before, after = (sft or {}).get("distinct_answers"), (gspo or {}).get("distinct_answers")
+    if before is None or after is None or after >= 0.5 * before:
+        return []
+    return [
+        f"GSPO answers collapsed: {after:.0%} distinct vs {before:.0%} after SFT. The policy found a few answers its "
+        "judge scores better than its usual ones (or abstains on: an abstention counts as its group's mean) and "
+        "gives them to every question: reward hacking, not medical skill. Read the reward curve with this in mind."
+    ]
 
 
 def write_report(path: Path, ctx: dict) -> None:

@@ -42,7 +42,7 @@ def make_format_callback(chat_format: ChatFormat, tokenizer: Any):
     class SaveFormatCallback(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
+            if state.is_world_process_zero and ckpt.is_dir():  # one writer under accelerate/DeepSpeed
                 chat_format.save(ckpt)
                 tokenizer.save_pretrained(ckpt)
 
@@ -126,17 +126,40 @@ def prepare_data(
     return train, held, summary
 
 
+def sft_model(model_args: MedModelConfig, model_path: str, training_args: MedSFTConfig) -> tuple[Any, Any]:
+    """``(model, peft_config)`` for ``SFTTrainer``: a path plus TRL's LoRA config (transformers back-end), or the
+    model card's Unsloth model with its LoRA already attached."""
+    if model_args.backend == "unsloth":
+        from .backends import load_unsloth
+
+        model = load_unsloth(model_args, gradient_checkpointing=training_args.gradient_checkpointing,
+                             seed=training_args.seed)  # fmt: skip
+        training_args.gradient_checkpointing = False  # Unsloth's own checkpointing is on; not the Trainer's as well
+        return model, None
+    from trl import get_peft_config
+
+    training_args.model_init_kwargs = {
+        **(training_args.model_init_kwargs or {}),
+        "revision": model_args.model_revision,
+        "dtype": model_args.dtype or "auto",
+        **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}),
+    }
+    return model_path, get_peft_config(model_args)
+
+
 def run_sft(
     data_args: DataArguments, format_args: FormatArguments, training_args: MedSFTConfig, model_args: MedModelConfig
 ) -> SFTResult:
     """Train the SFT adapter and save it (with tokenizer and chat format) to ``training_args.output_dir``."""
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from trl import SFTTrainer, get_peft_config
+    from trl import SFTTrainer
 
+    from .backends import check_backend
     from .inference import resolve_model_path
 
     validate_common(data_args, model_args, training_args.max_length)
+    check_backend(model_args.backend)
     output_dir = Path(training_args.output_dir)
     loaded = load_split(data_args)  # bad data fails here, before any model is built or loaded
 
@@ -144,27 +167,23 @@ def run_sft(
     model_path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
     chat_format = ChatFormat(system_prompt=format_args.system_prompt, enable_thinking=format_args.enable_thinking)
-    training_args.model_init_kwargs = {
-        **(training_args.model_init_kwargs or {}),
-        "revision": model_args.model_revision,
-        "dtype": model_args.dtype or "auto",
-        **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}),
-    }
+    model, peft_config = sft_model(model_args, model_path, training_args)
 
     # ---- data ---------------------------------------------------------------------------------------------------
     train, held, summary = prepare_data(data_args, loaded, tokenizer, chat_format, training_args.max_length)
-    write_jsonl(output_dir / EVAL_SPLIT_FILE, held)
+    if training_args.process_index == 0:
+        write_jsonl(output_dir / EVAL_SPLIT_FILE, held)
     train_ds = Dataset.from_list([chat_format.sft_example(r) for r in train])
     eval_ds = Dataset.from_list([chat_format.sft_example(r) for r in held]) if held else None
 
     # ---- training -----------------------------------------------------------------------------------------------
     trainer = SFTTrainer(
-        model=model_path,
+        model=model,
         args=training_args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
         callbacks=[make_format_callback(chat_format, tokenizer)],
     )
     resume = last_checkpoint(output_dir) if training_args.resume else None
@@ -175,18 +194,20 @@ def run_sft(
     after = trainer.evaluate() if eval_ds is not None else {}
 
     # ---- save ---------------------------------------------------------------------------------------------------
-    trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(output_dir)
-    chat_format.save(output_dir)
+    trainer.save_model(str(output_dir))  # every process takes part (ZeRO-3 gathers the weights), one writes
     summary.update(
         base_model=model_args.model_name_or_path,
         model_path=model_path,
+        backend=model_args.backend,
         global_step=result.global_step,
         train_loss=result.training_loss,
         eval_loss_before=before.get("eval_loss"),
         eval_loss_after=after.get("eval_loss"),
         resumed_from=resume,
     )
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
-    logger.info("SFT adapter saved to %s", output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(output_dir)
+        chat_format.save(output_dir)
+        (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
+        logger.info("SFT adapter saved to %s", output_dir)
     return SFTResult(output_dir, summary)

@@ -75,12 +75,17 @@ class JudgeItem:
     def final_answer(self) -> tuple[str, str | None]:
         """``(answer, rule)``: the text the judge reads, and why it is judged -1.0 without a call (or ``None``).
 
-        ``completion`` wins when both are given: it is the model's raw output, so the ``</think>`` rule applies.
+        ``completion`` wins when both are given: it is the model's raw output, so the layout rules apply as in
+        evaluation: no ``</think>``, several ``</think>`` or a stray ``<think>`` is malformed and scored -1.0 by rule
+        (otherwise a policy learns that closing its thinking twice turns a -1.0 into a judged answer).
         """
         if self.completion is not None:
             if THINK_CLOSE not in self.completion:
                 return "", f"no {THINK_CLOSE} in completion"
-            answer = split_completion(self.completion).answer
+            split = split_completion(self.completion)
+            if split.answer and not split.well_formed:
+                return "", "malformed think/answer layout"
+            answer = split.answer
         else:
             answer = (self.answer or "").strip()
         return (answer, None) if answer else ("", "empty answer")

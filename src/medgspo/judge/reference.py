@@ -4,8 +4,8 @@ It is not an LLM judge and claims only what lexical evidence supports. Character
 score an answer that contradicts the reference (one inserted 不) above a correct paraphrase, so overlap alone never
 earns a tier here. It decides three tiers and abstains on the rest:
 
-* ``E`` (-1.0): empty, too short, mostly symbols, garbled, degenerate repetition, or an instruction to the judge
-  with no medical content;
+* ``E`` (-1.0): empty, too short, mostly symbols, garbled, degenerate repetition, only framing words (首选, 诊断 ...)
+  with no content, or an instruction to the judge with no medical content;
 * ``A`` (+2.0): identical to the reference after normalisation; the reference's words with only framing words
   (诊断、考虑、答案为 ...) added or removed; or near-verbatim: the same content characters in nearly the same order
   (``difflib`` ratio >= 0.9). In every case the numbers and the negation words must be the same;
@@ -86,6 +86,8 @@ def reference_verdict(question: str, reference: str, answer: str) -> RefVerdict:
         return RefVerdict("A", f"reference heuristic: {why}")
     if (why := fragment(answer)) is not None:
         return RefVerdict("E", f"reference heuristic: {why}")
+    if not _FRAMING.sub("", _compact(answer)):  # e.g. "首选" or "最可能的诊断是": a frame with nothing in it
+        return RefVerdict("E", "reference heuristic: only framing words (首选, 诊断 ...), no content")
     if (why := non_medical(question, reference, answer)) is not None:
         if len(_compact(answer)) < MIN_FLUENT_CHARS:  # off-topic *and* this short: a fragment, not fluent text
             return RefVerdict("E", f"reference heuristic: a fragment ({why})")
@@ -106,8 +108,8 @@ def incoherence(answer: str) -> str | None:
 
     if len(words) / len(visible) < 0.5:
         return f"mostly symbols ({len(words)} of {len(visible)} characters are letters or digits)"
-    if answer.count("\ufffd") >= 3:
-        return "garbled characters"
+    if "\ufffd" in answer:  # undecodable bytes: a byte-level model broke a character; never fluent text
+        return "garbled characters (undecodable bytes)"
     compact = "".join(words)
     if _REPEATED_CHAR.search(compact):
         return "one character repeated 10+ times"

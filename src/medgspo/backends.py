@@ -1,0 +1,173 @@
+"""Model back-ends and rollout engines: plain transformers + PEFT (the default), Unsloth, and TRL's vLLM modes.
+
+``--backend transformers`` (default) loads the model with ``AutoModelForCausalLM`` and lets TRL attach the LoRA
+adapter. ``--backend unsloth`` loads it the way the Qwen3.5-4B-Medical-GSPO model card did::
+
+    model, processor = FastVisionModel.from_pretrained(name, load_in_4bit=False, max_seq_length=2048)
+    model = FastVisionModel.get_peft_model(model, r=16, lora_alpha=32, target_modules=[...], ...)
+
+Unsloth needs a CUDA GPU and ``pip install 'medgspo[unsloth]'``; without either, the command stops with an error
+that says which is missing. Both back-ends save a standard PEFT adapter (``adapter_config.json`` +
+``adapter_model.safetensors``) that ``PeftModel.from_pretrained`` loads and every medgspo command accepts.
+
+vLLM rollouts are TRL's: ``use_vllm: true`` with ``vllm_mode: colocate`` (an engine inside each training process)
+or ``vllm_mode: server`` (``trl vllm-serve`` on separate GPUs). :func:`check_rollout_engine` stops a run before any
+model is loaded when vLLM is missing or the mode is unknown.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("transformers", "unsloth")
+VLLM_MODES = ("colocate", "server")
+UNSLOTH_INSTALL = "pip install 'medgspo[unsloth]'"
+VLLM_INSTALL = "pip install 'medgspo[vllm]'"
+
+
+# ---- availability (small functions so tests can stand in for a GPU) ----------------------------------------------
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def package_available(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+# ---- checks (pure apart from the availability probes) -----------------------------------------------------------
+def check_backend(backend: str) -> None:
+    """Raise :class:`ConfigError` unless ``backend`` is known and usable on this machine."""
+    from .configs import ConfigError  # imports TRL; kept out of module scope so Unsloth can be imported first
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend != "unsloth":
+        return
+    missing = []
+    if not package_available("unsloth"):
+        missing.append(f"the unsloth package is not installed ({UNSLOTH_INSTALL})")
+    if not cuda_available():
+        missing.append("no CUDA GPU is visible (Unsloth's kernels run only on NVIDIA GPUs)")
+    if missing:
+        raise ConfigError(
+            "--backend unsloth is unavailable: " + "; ".join(missing) + ". Use --backend transformers (the default), "
+            "which trains the same LoRA adapter format."
+        )
+
+
+def check_rollout_engine(training_args: Any, backend: str = "transformers") -> None:
+    """Raise :class:`ConfigError` for vLLM settings that cannot work, before any model is loaded."""
+    from .configs import ConfigError
+
+    if not getattr(training_args, "use_vllm", False):
+        return
+    mode = training_args.vllm_mode
+    if mode not in VLLM_MODES:
+        raise ConfigError(f"--vllm_mode must be one of {', '.join(VLLM_MODES)}, got {mode!r}")
+    if backend == "unsloth":
+        raise ConfigError(
+            "--use_vllm true with --backend unsloth is not supported by medgspo: Unsloth runs its own vLLM engine "
+            "(fast_inference) that TRL's vllm_mode does not drive. Use --backend transformers with vLLM, or "
+            "--backend unsloth without it."
+        )
+    if not package_available("vllm"):
+        raise ConfigError(
+            f"--use_vllm true (vllm_mode={mode}) needs vLLM, which is not installed: {VLLM_INSTALL} "
+            "(CUDA GPUs only), or set --use_vllm false to generate rollouts with transformers."
+        )
+    if not cuda_available():
+        raise ConfigError("--use_vllm true needs a CUDA GPU; none is visible. Set --use_vllm false on this machine.")
+
+
+# ---- early import -----------------------------------------------------------------------------------------------
+def requested_backend(argv: list[str]) -> str:
+    """The ``--backend`` a command line asks for, looking in ``--config`` too (default ``transformers``).
+
+    >>> requested_backend(["--config", "missing.yaml", "--backend", "unsloth"])
+    'unsloth'
+    >>> requested_backend(["--backend=transformers"])
+    'transformers'
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--backend" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--backend="):
+            return arg.split("=", 1)[1]
+    config = _config_path(argv)
+    if config and Path(config).is_file():
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            return "transformers"  # the recipe parser reports the YAML error with its location
+        if isinstance(data, dict) and isinstance(data.get("backend"), str):
+            return data["backend"]
+    return "transformers"
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def import_unsloth_first(argv: list[str]) -> None:
+    """Import Unsloth before transformers/TRL when the command asks for it (Unsloth patches them on import)."""
+    if requested_backend(argv) == "unsloth" and package_available("unsloth") and cuda_available():
+        importlib.import_module("unsloth")
+
+
+# ---- loading ----------------------------------------------------------------------------------------------------
+def load_unsloth(model_args: Any, *, adapter: str | None = None, gradient_checkpointing: bool = True, seed: int = 42):
+    """The model card's Unsloth loading: a PEFT model ready for TRL (the tokenizer is loaded as on the default path).
+
+    With ``adapter`` (GSPO continuing SFT) the saved LoRA is loaded trainable; without, a new LoRA is added with
+    ``FastVisionModel.get_peft_model`` on the language layers' attention and MLP projections.
+    """
+    check_backend("unsloth")
+    import torch
+
+    fast_vision_model = importlib.import_module("unsloth").FastVisionModel
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}.get(
+        model_args.dtype or "bfloat16", torch.bfloat16
+    )
+    model, _processor = fast_vision_model.from_pretrained(
+        model_name=model_args.model_name_or_path,
+        max_seq_length=model_args.max_seq_length,
+        load_in_4bit=model_args.load_in_4bit,
+        dtype=dtype,
+        use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
+    )
+    if adapter:
+        from .inference import load_adapter
+
+        model = load_adapter(model, adapter, is_trainable=True)
+    else:
+        model = fast_vision_model.get_peft_model(
+            model,
+            finetune_vision_layers=False,
+            finetune_language_layers=True,
+            finetune_attention_modules=True,
+            finetune_mlp_modules=True,
+            r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout,
+            bias="none",
+            target_modules=model_args.lora_target_modules,
+            random_state=seed,
+        )
+    fast_vision_model.for_training(model)
+    logger.info("Unsloth: loaded %s (max_seq_length %d)", model_args.model_name_or_path, model_args.max_seq_length)
+    return model

@@ -1,0 +1,172 @@
+"""Unsloth and vLLM: clean errors without their packages or a GPU, and the Unsloth wiring (with a stand-in module,
+since the real one needs CUDA) trains the same PEFT adapter format as the default back-end."""
+
+import json
+import sys
+import types
+
+import pytest
+from safetensors.torch import load_file
+
+from medgspo import backends
+from medgspo.cli import main
+from medgspo.configs import ConfigError
+
+
+def cfg(**kw):
+    base = {"use_vllm": False, "vllm_mode": "colocate"}
+    return types.SimpleNamespace(**(base | kw))
+
+
+# ---- availability errors --------------------------------------------------------------------------------------------
+def test_unknown_backend_is_named():
+    with pytest.raises(ConfigError, match="--backend must be one of transformers, unsloth, got 'deepspeed'"):
+        backends.check_backend("deepspeed")
+
+
+def test_unsloth_without_the_package_or_a_gpu_says_which_is_missing(monkeypatch):
+    monkeypatch.setattr(backends, "package_available", lambda name: False)
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
+    with pytest.raises(ConfigError) as err:
+        backends.check_backend("unsloth")
+    assert "pip install 'medgspo[unsloth]'" in str(err.value) and "no CUDA GPU" in str(err.value)
+    monkeypatch.setattr(backends, "package_available", lambda name: True)
+    with pytest.raises(ConfigError) as err:
+        backends.check_backend("unsloth")
+    assert "pip install" not in str(err.value) and "no CUDA GPU" in str(err.value)
+    backends.check_backend("transformers")  # the default needs neither
+
+
+def test_vllm_errors_before_any_model_is_loaded(monkeypatch):
+    backends.check_rollout_engine(cfg())  # use_vllm false: nothing to check
+    with pytest.raises(ConfigError, match="--vllm_mode must be one of colocate, server"):
+        backends.check_rollout_engine(cfg(use_vllm=True, vllm_mode="remote"))
+    with pytest.raises(ConfigError, match="not supported by medgspo"):
+        backends.check_rollout_engine(cfg(use_vllm=True), backend="unsloth")
+    monkeypatch.setattr(backends, "package_available", lambda name: False)
+    with pytest.raises(ConfigError, match=r"needs vLLM, which is not installed: pip install 'medgspo\[vllm\]'"):
+        backends.check_rollout_engine(cfg(use_vllm=True, vllm_mode="server"))
+    monkeypatch.setattr(backends, "package_available", lambda name: True)
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        backends.check_rollout_engine(cfg(use_vllm=True))
+
+
+def test_cli_stops_cleanly_on_unsloth_and_vllm_without_them(capsys):
+    # this machine has neither package nor GPU; both commands stop with one line, no traceback, exit code 2
+    assert main(["sft", "--backend", "unsloth", "--max_steps", "1"]) == 2
+    assert "error: --backend unsloth is unavailable" in capsys.readouterr().err
+    assert main(["gspo", "--config", "recipes/qwen3.5-4b-medical/gspo-vllm-colocate.yaml", "--bf16", "false",
+                 "--use_cpu", "true"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith("error: --use_vllm true (vllm_mode=colocate) needs vLLM") and "Traceback" not in err
+
+
+def test_requested_backend_reads_the_recipe(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("backend: unsloth\nlora_r: 16\n", encoding="utf-8")
+    assert backends.requested_backend(["--config", str(recipe)]) == "unsloth"
+    assert backends.requested_backend(["--config", str(recipe), "--backend", "transformers"]) == "transformers"
+    assert backends.requested_backend([]) == "transformers"
+
+
+# ---- the Unsloth wiring, with a stand-in for the CUDA-only package --------------------------------------------------
+class FakeFastVisionModel:
+    """Records the calls the model card makes and answers with a real model and a real PEFT LoRA."""
+
+    calls: list = []
+
+    @classmethod
+    def from_pretrained(cls, model_name, **kwargs):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        cls.calls.append(("from_pretrained", model_name, kwargs))
+        return AutoModelForCausalLM.from_pretrained(model_name), AutoTokenizer.from_pretrained(model_name)
+
+    @classmethod
+    def get_peft_model(cls, model, **kwargs):
+        from peft import LoraConfig, get_peft_model
+
+        cls.calls.append(("get_peft_model", None, kwargs))
+        lora = LoraConfig(r=kwargs["r"], lora_alpha=kwargs["lora_alpha"], lora_dropout=kwargs["lora_dropout"],
+                          target_modules=kwargs["target_modules"], bias=kwargs["bias"], task_type="CAUSAL_LM")  # fmt: skip
+        return get_peft_model(model, lora)
+
+    @classmethod
+    def for_training(cls, model):
+        cls.calls.append(("for_training", None, {}))
+
+
+@pytest.fixture
+def fake_unsloth(monkeypatch):
+    FakeFastVisionModel.calls = []
+    monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastVisionModel=FakeFastVisionModel))
+    monkeypatch.setattr(backends, "package_available", lambda name: True)
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    return FakeFastVisionModel
+
+
+@pytest.mark.slow
+def test_unsloth_backend_loads_like_the_card_and_saves_the_same_adapter_format(fake_unsloth, tiny_model_dir, tmp_path):
+    from medgspo.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
+    from medgspo.sft import run_sft
+
+    def sft(out, *extra):
+        argv = ["--config", "recipes/tiny/sft.yaml", "--model_name_or_path", str(tiny_model_dir), "--output_dir",
+                str(out), "--max_train_samples", "8", "--eval_size", "2", "--per_device_train_batch_size", "4",
+                "--max_steps", "1", "--save_strategy", "no", *extra]  # fmt: skip
+        return run_sft(*parse((DataArguments, FormatArguments, MedSFTConfig, MedModelConfig), argv))
+
+    unsloth = sft(tmp_path / "unsloth", "--backend", "unsloth")
+    name, model, kwargs = fake_unsloth.calls[0]
+    assert (name, model) == ("from_pretrained", str(tiny_model_dir))
+    assert kwargs["load_in_4bit"] is False and kwargs["max_seq_length"] == 2048  # the model card's call
+    _, _, peft_kwargs = fake_unsloth.calls[1]
+    assert (peft_kwargs["r"], peft_kwargs["lora_alpha"]) == (16, 32)
+    assert peft_kwargs["finetune_vision_layers"] is False and peft_kwargs["finetune_language_layers"] is True
+    assert fake_unsloth.calls[2][0] == "for_training"
+    assert unsloth.summary["backend"] == "unsloth"
+
+    default = sft(tmp_path / "default")
+    a = json.loads((tmp_path / "unsloth" / "adapter_config.json").read_text())
+    b = json.loads((tmp_path / "default" / "adapter_config.json").read_text())
+    for key in ("peft_type", "r", "lora_alpha", "target_modules", "task_type"):
+        assert (key, a[key]) == (key, b[key]) if key != "target_modules" else set(a[key]) == set(b[key])
+    weights_a = load_file(tmp_path / "unsloth" / "adapter_model.safetensors")
+    weights_b = load_file(tmp_path / "default" / "adapter_model.safetensors")
+    assert weights_a.keys() == weights_b.keys()
+    assert all(weights_a[k].shape == weights_b[k].shape for k in weights_a)
+    assert default.summary["backend"] == "transformers"
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "unsloth")
+
+
+# ---- an adapter made for another model class is refused, not loaded as a no-op ------------------------------------
+def test_an_adapter_for_another_model_class_is_refused(tiny_model_dir, tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    from medgspo.inference import AdapterMismatchError, load_adapter
+
+    good = tmp_path / "good"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(good)
+    load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), good)  # the matching class loads
+
+    # the same adapter as a vision-language class would name it: text layers under model.language_model
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "adapter_config.json").write_text((good / "adapter_config.json").read_text())
+    tensors = load_file(good / "adapter_model.safetensors")
+    save_file({k.replace("model.layers.", "model.language_model.layers."): v for k, v in tensors.items()},
+              bad / "adapter_model.safetensors")  # fmt: skip
+    with pytest.raises(AdapterMismatchError, match="does not fit Qwen3_5ForCausalLM"):
+        load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), bad)
+    assert (
+        main(["export", "--model", str(tiny_model_dir), "--adapter", str(bad), "--output", str(tmp_path / "m")]) != 0
+    )
+    assert "does not fit" in capsys.readouterr().err
