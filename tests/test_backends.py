@@ -125,6 +125,7 @@ def test_unsloth_backend_loads_like_the_card_and_saves_the_same_adapter_format(f
     assert (peft_kwargs["r"], peft_kwargs["lora_alpha"]) == (16, 32)
     assert peft_kwargs["finetune_vision_layers"] is False and peft_kwargs["finetune_language_layers"] is True
     assert fake_unsloth.calls[2][0] == "for_training"
+    assert kwargs["use_gradient_checkpointing"] is False  # the tiny recipe has checkpointing off
     assert unsloth.summary["backend"] == "unsloth"
 
     default = sft(tmp_path / "default")
@@ -170,3 +171,27 @@ def test_an_adapter_for_another_model_class_is_refused(tiny_model_dir, tmp_path,
         main(["export", "--model", str(tiny_model_dir), "--adapter", str(bad), "--output", str(tmp_path / "m")]) != 0
     )
     assert "does not fit" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_unsloth_gspo_continues_the_sft_adapter(fake_unsloth, tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medgspo.chat_format import ChatFormat
+
+    sft = tmp_path / "sft"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"])).save_pretrained(sft)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(sft)
+    ChatFormat().save(sft)
+    out = tmp_path / "gspo"
+    argv = ["gspo", "--backend", "unsloth", "--model_name_or_path", str(tiny_model_dir), "--sft_adapter", str(sft),
+            "--output_dir", str(out), "--max_steps", "1", "--max_prompts", "4", "--per_device_train_batch_size", "8",
+            "--max_completion_length", "32", "--temperature", "1.0", "--save_strategy", "no"]  # fmt: skip
+    assert main(argv) == 0
+    names = [name for name, _, _ in fake_unsloth.calls]
+    assert names == ["from_pretrained", "for_training"]  # the SFT adapter is loaded trainable, no new LoRA
+    assert json.loads((out / "gspo_summary.json").read_text())["backend"] == "unsloth"
+    weights = load_file(out / "adapter_model.safetensors")
+    assert any(w.abs().sum() > 0 for n, w in weights.items() if "lora_B" in n)  # B started at zero, GSPO moved it

@@ -130,6 +130,24 @@ def import_unsloth_first(argv: list[str]) -> None:
 
 
 # ---- loading ----------------------------------------------------------------------------------------------------
+def take_over_checkpointing(training_args: Any) -> bool:
+    """Whether the recipe asks for activation checkpointing; turns the Trainer's own off (Unsloth does it instead).
+
+    transformers 5 reads ``activation_checkpointing`` and keeps ``gradient_checkpointing`` as a deprecated alias, so
+    both are set.
+
+    >>> import types
+    >>> args = types.SimpleNamespace(activation_checkpointing=True, gradient_checkpointing=True)
+    >>> take_over_checkpointing(args), args.activation_checkpointing, args.gradient_checkpointing
+    (True, False, False)
+    """
+    wanted = bool(getattr(training_args, "activation_checkpointing", None) or training_args.gradient_checkpointing)
+    for name in ("activation_checkpointing", "gradient_checkpointing"):
+        if hasattr(training_args, name):
+            setattr(training_args, name, False)
+    return wanted
+
+
 def load_unsloth(model_args: Any, *, adapter: str | None = None, gradient_checkpointing: bool = True, seed: int = 42):
     """The model card's Unsloth loading: a PEFT model ready for TRL (the tokenizer is loaded as on the default path).
 

@@ -183,13 +183,11 @@ def load_policy(model_args: MedModelConfig, sft_adapter: str | None, dtype: Any,
 
     base_path = resolve_model_path(model_args.model_name_or_path)
     if model_args.backend == "unsloth":
-        from .backends import load_unsloth
+        from .backends import load_unsloth, take_over_checkpointing
 
-        checkpointing = bool(training_args and training_args.gradient_checkpointing)
-        model = load_unsloth(model_args, adapter=sft_adapter, gradient_checkpointing=checkpointing,
-                             seed=training_args.seed if training_args else 42)  # fmt: skip
-        if training_args is not None:
-            training_args.gradient_checkpointing = False  # Unsloth's own checkpointing is on
+        checkpointing = take_over_checkpointing(training_args) if training_args is not None else True
+        seed = training_args.seed if training_args is not None else 42
+        model = load_unsloth(model_args, adapter=sft_adapter, gradient_checkpointing=checkpointing, seed=seed)
         return model, base_path
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, revision=model_args.model_revision)
     if sft_adapter:

@@ -33,13 +33,21 @@ def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+NO_SCORE = "no score (abstained or failed)"
+
+
 def tier_fractions(rows: list[dict]) -> dict[str, list[float]]:
-    """Per-step fraction of each judge tier among judged completions."""
-    fractions: dict[str, list[float]] = {label: [] for label in TIER_LABELS}
+    """Per-step share of each judge tier, and of completions the judge gave no score, among all judged completions.
+
+    >>> tier_fractions([{"judge/tier_A": 1, "judge/tier_E": 2, "judge/abstained": 1, "judge/failures": 0}])["E"]
+    [0.5]
+    """
+    fractions: dict[str, list[float]] = {label: [] for label in [*TIER_LABELS, NO_SCORE]}
     for row in rows:
         counts = {label: row.get(f"judge/tier_{label}", 0.0) or 0.0 for label in TIER_LABELS}
+        counts[NO_SCORE] = (row.get("judge/abstained", 0.0) or 0.0) + (row.get("judge/failures", 0.0) or 0.0)
         total = sum(counts.values()) or 1.0
-        for label in TIER_LABELS:
+        for label in fractions:
             fractions[label].append(counts[label] / total)
     return fractions
 
@@ -94,11 +102,13 @@ def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
     ax.set(xlabel="optimizer step", ylabel="tokens", title="Completion length")
     save(fig, "completion_length.png")
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
     judged = [r for r in rows if "judge/tier_A" in r]  # rollout steps only
     fractions = tier_fractions(judged)
-    ax.stackplot([r["step"] for r in judged], *fractions.values(), labels=list(TIER_LABELS.values()))
+    labels = [*TIER_LABELS.values(), NO_SCORE]
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "lightgray"]
+    ax.stackplot([r["step"] for r in judged], *fractions.values(), labels=labels, colors=colors)
     ax.set(xlabel="optimizer step", ylabel="share of completions", title="Judge tier mix", ylim=(0, 1))
-    ax.legend(loc="upper left", fontsize=7)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7)  # outside: the bands fill the axes
     save(fig, "tier_mix.png")
     return written

@@ -130,12 +130,10 @@ def sft_model(model_args: MedModelConfig, model_path: str, training_args: MedSFT
     """``(model, peft_config)`` for ``SFTTrainer``: a path plus TRL's LoRA config (transformers back-end), or the
     model card's Unsloth model with its LoRA already attached."""
     if model_args.backend == "unsloth":
-        from .backends import load_unsloth
+        from .backends import load_unsloth, take_over_checkpointing
 
-        model = load_unsloth(model_args, gradient_checkpointing=training_args.gradient_checkpointing,
-                             seed=training_args.seed)  # fmt: skip
-        training_args.gradient_checkpointing = False  # Unsloth's own checkpointing is on; not the Trainer's as well
-        return model, None
+        checkpointing = take_over_checkpointing(training_args)
+        return load_unsloth(model_args, gradient_checkpointing=checkpointing, seed=training_args.seed), None
     from trl import get_peft_config
 
     training_args.model_init_kwargs = {
