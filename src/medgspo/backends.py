@@ -96,31 +96,34 @@ def requested_backend(argv: list[str]) -> str:
     >>> requested_backend(["--backend=transformers"])
     'transformers'
     """
+    backend = _flag(argv, "--backend") or recipe_values(argv).get("backend")
+    return backend if isinstance(backend, str) else "transformers"
+
+
+def recipe_values(argv: list[str]) -> dict:
+    """The keys of the ``--config`` recipe a command line names, read without TRL (``{}`` when there is none or it
+    does not parse: the recipe parser reports that with its location)."""
+    config = _flag(argv, "--config")
+    if not config or not Path(config).is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    """The value of ``name`` in ``argv`` (``--name value`` or ``--name=value``; the last one wins, as in argparse)."""
+    value = None
     for i, arg in enumerate(argv):
-        if arg == "--backend" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--backend="):
-            return arg.split("=", 1)[1]
-    config = _config_path(argv)
-    if config and Path(config).is_file():
-        import yaml
-
-        try:
-            data = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
-            return "transformers"  # the recipe parser reports the YAML error with its location
-        if isinstance(data, dict) and isinstance(data.get("backend"), str):
-            return data["backend"]
-    return "transformers"
-
-
-def _config_path(argv: list[str]) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def import_unsloth_first(argv: list[str]) -> None:

@@ -174,7 +174,7 @@ def build_rewards(rewards: RewardArguments, judge_config) -> tuple[list[Any], li
     return [funcs[name] for name, _ in names], [weight for _, weight in names], judge
 
 
-def load_policy(model_args: MedModelConfig, sft_adapter: str | None, dtype: Any, training_args: Any = None):
+def load_policy(model_args: MedModelConfig, sft_adapter: str | None, dtype: Any, training_args: MedGSPOConfig):
     """The base model with the SFT adapter made trainable (GSPO continues it), or the bare base model (TRL then adds
     a fresh LoRA). With ``--backend unsloth`` the model card's Unsloth loader does both."""
     from transformers import AutoModelForCausalLM
@@ -185,9 +185,9 @@ def load_policy(model_args: MedModelConfig, sft_adapter: str | None, dtype: Any,
     if model_args.backend == "unsloth":
         from .backends import load_unsloth, take_over_checkpointing
 
-        checkpointing = take_over_checkpointing(training_args) if training_args is not None else True
-        seed = training_args.seed if training_args is not None else 42
-        model = load_unsloth(model_args, adapter=sft_adapter, gradient_checkpointing=checkpointing, seed=seed)
+        checkpointing = take_over_checkpointing(training_args)
+        model = load_unsloth(model_args, adapter=sft_adapter, gradient_checkpointing=checkpointing,
+                             seed=training_args.seed)  # fmt: skip
         return model, base_path
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, revision=model_args.model_revision)
     if sft_adapter:
@@ -244,7 +244,7 @@ def run_gspo(
     from .backends import check_backend, check_rollout_engine
     from .plan import judge_concurrency_per_process
     from .plots import plot_training
-    from .sft import last_checkpoint, load_split, make_format_callback
+    from .sft import last_checkpoint, load_split, make_format_callback, save_chat_files
 
     validate_common(data_args, model_args, None)
     check_backend(model_args.backend)
@@ -316,8 +316,7 @@ def run_gspo(
     trainer.save_model(str(output_dir))  # every process takes part (ZeRO-3 gathers the weights), one writes
     main_process = trainer.is_world_process_zero()
     if main_process:
-        tokenizer.save_pretrained(output_dir)
-        chat_format.save(output_dir)
+        save_chat_files(output_dir, chat_format, tokenizer)
     plots = plot_training(metrics_path, output_dir / "plots") if main_process else []
     summary = {
         "base_model": model_args.model_name_or_path or TINY_MODEL,

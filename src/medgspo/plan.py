@@ -296,12 +296,11 @@ def gspo_lines(training_args: Any, judge_args: Any, reward_args: Any, plan: Batc
         training_args.gradient_accumulation_steps, training_args.steps_per_generation, training_args.num_iterations,
         training_args.importance_sampling_level, training_args.loss_type,
     )  # fmt: skip
-    on_policy = any(n.startswith("On-policy") for n in notes)
     lines.append(
         "clipping can act               "
         + (
             "NO: every update is on-policy, the sequence ratio is exactly 1"
-            if on_policy
+            if plan.optimizer_steps_per_generation <= 1  # one optimizer step per rollout batch: pi == pi_old
             else f"yes: {plan.optimizer_steps_per_generation:g} optimizer steps per rollout batch, steps after the "
             f"first are off-policy (clip range 1-{training_args.epsilon:g} .. "
             f"1+{training_args.epsilon_high or training_args.epsilon:g})"
@@ -429,16 +428,11 @@ def sft_lines(argv: list[str], num_processes: int) -> list[str]:
 
 
 def _is_sft_recipe(argv: list[str]) -> bool:
-    from .backends import _config_path
+    from .backends import recipe_values
 
-    config = _config_path(argv)
-    if not config or not Path(config).is_file():
-        return False
-    import yaml
-
-    data = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+    values = recipe_values(argv)
     gspo_keys = {"num_generations", "judge_backend", "importance_sampling_level", "loss_type"}
-    return isinstance(data, dict) and not gspo_keys & data.keys()
+    return bool(values) and not gspo_keys & values.keys()
 
 
 def _records_for_estimate(data_args: Any, load_records) -> tuple[list[dict], str]:

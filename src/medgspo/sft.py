@@ -35,6 +35,12 @@ class SFTResult:
     summary: dict[str, Any]
 
 
+def save_chat_files(folder: Path, chat_format: ChatFormat, tokenizer: Any) -> None:
+    """What an adapter folder needs besides the weights to be used alone: ``chat_format.json`` and the tokenizer."""
+    chat_format.save(folder)
+    tokenizer.save_pretrained(folder)
+
+
 def make_format_callback(chat_format: ChatFormat, tokenizer: Any):
     """A callback that saves the chat format and tokenizer into every checkpoint folder."""
     from transformers import TrainerCallback
@@ -43,8 +49,7 @@ def make_format_callback(chat_format: ChatFormat, tokenizer: Any):
         def on_save(self, args, state, control, **kwargs):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if state.is_world_process_zero and ckpt.is_dir():  # one writer under accelerate/DeepSpeed
-                chat_format.save(ckpt)
-                tokenizer.save_pretrained(ckpt)
+                save_chat_files(ckpt, chat_format, tokenizer)
 
     return SaveFormatCallback()
 
@@ -204,8 +209,7 @@ def run_sft(
         resumed_from=resume,
     )
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(output_dir)
-        chat_format.save(output_dir)
+        save_chat_files(output_dir, chat_format, tokenizer)
         (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
         logger.info("SFT adapter saved to %s", output_dir)
     return SFTResult(output_dir, summary)
