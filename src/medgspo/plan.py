@@ -327,7 +327,7 @@ def vllm_lines(training_args: Any, judge_args: Any, num_processes: int) -> list[
     if judge_args.judge_backend == "local":
         from urllib.parse import urlparse
 
-        judge = urlparse(judge_args.judge_base_url or "http://127.0.0.1:8000/v1")
+        judge = urlparse(judge_args.to_config().endpoint)  # the judge's own default URL when none is given
         same_host = judge.hostname in (training_args.vllm_server_host, "127.0.0.1", "localhost")
         if (
             same_host
