@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from medgspo.gspo import build_rewards, parse_gspo, run_gspo
+from medgspo.train.gspo import build_rewards, parse_gspo, run_gspo
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "gspo.yaml"
 
@@ -34,9 +34,9 @@ def bare_trl(steps: int) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOTrainer, get_peft_config
 
-    from medgspo.chat_format import ChatFormat
-    from medgspo.data import load_records, train_eval_split
-    from medgspo.inference import resolve_model_path
+    from medgspo.data.chat_format import ChatFormat
+    from medgspo.data.records import load_records, train_eval_split
+    from medgspo.utils.models import resolve_model_path
 
     with tempfile.TemporaryDirectory() as out:
         data, fmt_args, judge, rewards, train_args, model_args = parse_gspo(args_for(out, steps))

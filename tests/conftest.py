@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medgspo.data import load_records
+from medgspo.data.records import load_records
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,7 @@ def bundled_records() -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, bundled_records) -> Path:
     """The embedded tiny model, built into a temporary folder once per session."""
-    from medgspo.tiny_model import create_tiny_model
+    from medgspo.data.tiny_model import create_tiny_model
 
     return create_tiny_model(tmp_path_factory.mktemp("tiny") / "model", bundled_records)
 

@@ -8,9 +8,9 @@ import types
 import pytest
 from safetensors.torch import load_file
 
-from medgspo import backends
 from medgspo.cli import main
-from medgspo.configs import ConfigError
+from medgspo.train import backends
+from medgspo.train.configs import ConfigError
 
 
 def cfg(**kw):
@@ -108,8 +108,8 @@ def fake_unsloth(monkeypatch):
 
 @pytest.mark.slow
 def test_unsloth_backend_loads_like_the_card_and_saves_the_same_adapter_format(fake_unsloth, tiny_model_dir, tmp_path):
-    from medgspo.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
-    from medgspo.sft import run_sft
+    from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
+    from medgspo.train.sft import run_sft
 
     def sft(out, *extra):
         argv = ["--config", "recipes/tiny/sft.yaml", "--model_name_or_path", str(tiny_model_dir), "--output_dir",
@@ -151,7 +151,7 @@ def test_an_adapter_for_another_model_class_is_refused(tiny_model_dir, tmp_path,
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
-    from medgspo.inference import AdapterMismatchError, load_adapter
+    from medgspo.utils.models import AdapterMismatchError, load_adapter
 
     good = tmp_path / "good"
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -178,7 +178,7 @@ def test_unsloth_gspo_continues_the_sft_adapter(fake_unsloth, tiny_model_dir, tm
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medgspo.chat_format import ChatFormat
+    from medgspo.data.chat_format import ChatFormat
 
     sft = tmp_path / "sft"
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)

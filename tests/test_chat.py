@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from medgspo import chat
-from medgspo.chat import ChatEngine, SamplingOptions, SectionPrinter
+from medgspo.serve import chat
+from medgspo.serve.chat import ChatEngine, SamplingOptions, SectionPrinter
 
 QUESTION = "患者发热咳嗽三天，最可能的诊断是什么？"
 THINKING = "我先想一想。"
@@ -31,7 +31,7 @@ def memorized_adapter(model_dir: Path, out_dir: Path) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medgspo.chat_format import ChatFormat
+    from medgspo.data.chat_format import ChatFormat
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     fmt = ChatFormat()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from medgspo.chat_format import ChatFormat, completion_text, split_completion
+from medgspo.data.chat_format import ChatFormat, completion_text, split_completion
 
 REC = {"Question": "  问题？ ", "Complex_CoT": "我想了想。", "Response": "结论。"}
 

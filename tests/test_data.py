@@ -6,7 +6,7 @@ import pytest
 from conftest import GOOD
 
 from medgspo.cli import main
-from medgspo.data import (
+from medgspo.data.records import (
     DataError,
     describe,
     fit_length,
@@ -34,7 +34,7 @@ def test_bundled_data_meets_the_spec(bundled_records):
 
 
 def test_bundled_mcq_meets_the_spec():
-    from medgspo.data import BUNDLED_MCQ
+    from medgspo.data.records import BUNDLED_MCQ
 
     items = [json.loads(line) for line in BUNDLED_MCQ.read_text(encoding="utf-8").splitlines()]
     assert len(items) >= 100

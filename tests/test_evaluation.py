@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from medgspo.eval_cli import add_arguments, default_name, resolve_models, run
-from medgspo.evaluation import evaluate_open, judge_rows, question_and_reference, run_eval
+from medgspo.eval.cli import add_arguments, default_name, resolve_models, run
+from medgspo.eval.mcq import evaluate_mcq, load_mcq, run_mcq
+from medgspo.eval.open_ended import evaluate_open, judge_rows, question_and_reference, run_eval
 from medgspo.judge import JudgeConfig, make_judge
-from medgspo.mcq import evaluate_mcq, load_mcq, run_mcq
 
 GEN = {"batch_size": 4, "max_new_tokens": 8, "show_progress": False}
 ROW_KEYS = {"question", "reference", "completion", "thinking", "answer", "well_formed", "score", "error", "cached"}

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_chat import ANSWER, QUESTION, THINKING, memorized_adapter
 
-from medgspo import export
-from medgspo.chat import ChatEngine, SamplingOptions
-from medgspo.chat_format import ChatFormat
+from medgspo.data.chat_format import ChatFormat
+from medgspo.serve import export
+from medgspo.serve.chat import ChatEngine, SamplingOptions
 
 SYSTEM_PROMPT = "你是一名谨慎的医生。"
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from medgspo.gspo import MedGSPOConfig, clipping_diagnosis
+from medgspo.train.gspo import MedGSPOConfig, clipping_diagnosis
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_sigkill_then_resume_reaches_the_same_final_step(tiny_model_dir, tmp_pat
     summary = json.loads((out / "gspo_summary.json").read_text())
     assert summary["global_step"] == 4
     assert int(summary["resumed_from"].rsplit("-", 1)[1]) >= 2
-    from medgspo.plots import read_metrics
+    from medgspo.train.plots import read_metrics
 
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4]
 
@@ -186,7 +186,7 @@ def test_a_resumed_run_pays_no_judgment_twice(tmp_path, monkeypatch):
 
     from fake_openai_server import FakeOpenAIServer
 
-    from medgspo.gspo import JudgeArguments, RewardArguments, build_rewards
+    from medgspo.train.gspo import JudgeArguments, RewardArguments, build_rewards
 
     monkeypatch.setenv("DEEPSEEK_API_KEY", "test-key")
     completions = ["我想了想。\n</think>\n\n答案一", "我想了想。\n</think>\n\n答案二"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from medgspo.guards import guard_rewards, language_penalty, length_penalty, repetition_penalty
+from medgspo.rewards.guards import guard_rewards, language_penalty, length_penalty, repetition_penalty
 
 
 @pytest.mark.parametrize(

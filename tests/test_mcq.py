@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from medgspo.data import DataError
-from medgspo.mcq import (
+from medgspo.data.records import DataError
+from medgspo.eval.mcq import (
     MCQItem,
     build_prompt,
     choice_from_completion,
@@ -207,7 +207,7 @@ def test_cmexam_csv(tmp_path):
     assert third.options == {"A": "甲", "B": "乙", "C": "丙"}
     assert third.subject is None and third.line == 10  # row 1 spans lines 2-6, row 2 lines 7-9
     assert load_mcq(path, layout="cmexam").items == loaded.items
-    from medgspo.mcq import load_cmexam
+    from medgspo.eval.mcq import load_cmexam
 
     assert load_cmexam(path, subject_column="Disease Group").items[1].subject == "呼吸"
 

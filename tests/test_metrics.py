@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from medgspo.metrics import (
+from medgspo.eval.metrics import (
     TIER_KEYS,
     bootstrap_ci,
     markdown_table,

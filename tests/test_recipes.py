@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from medgspo.configs import LORA_TARGETS, DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
+from medgspo.train.configs import LORA_TARGETS, DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
 
 RECIPES = sorted(Path("recipes").glob("*/*.yaml"))
 SFT_TYPES = (DataArguments, FormatArguments, MedSFTConfig, MedModelConfig)
@@ -41,7 +41,7 @@ def test_command_line_overrides_the_recipe():
 
 
 def test_invalid_override_names_the_flag():
-    from medgspo.configs import ConfigError, validate_common
+    from medgspo.train.configs import ConfigError, validate_common
 
     data, _, train, model = parse(SFT_TYPES, ["--config", "recipes/tiny/sft.yaml", "--oversized", "shrink"])
     with pytest.raises(ConfigError, match="--oversized"):
@@ -53,7 +53,7 @@ GSPO_RECIPES = [p for p in RECIPES if p.name.startswith("gspo")]
 
 @pytest.mark.parametrize("recipe", GSPO_RECIPES, ids=str)
 def test_gspo_recipe_loads(recipe):
-    from medgspo.gspo import parse_gspo
+    from medgspo.train.gspo import parse_gspo
 
     text = recipe.read_text(encoding="utf-8")
     assert text.startswith("#") and f"--config {recipe}" in text
@@ -63,7 +63,7 @@ def test_gspo_recipe_loads(recipe):
 
 
 def test_card_gspo_recipe_carries_the_card_table():
-    from medgspo.gspo import clipping_diagnosis, parse_gspo
+    from medgspo.train.gspo import clipping_diagnosis, parse_gspo
 
     argv = ["--config", "recipes/qwen3.5-4b-medical/gspo.yaml", "--use_cpu", "true", "--bf16", "false"]
     data, fmt, judge, rewards, train, model = parse_gspo(argv)
@@ -75,7 +75,7 @@ def test_card_gspo_recipe_carries_the_card_table():
 
 
 def test_paper_gspo_recipe_lets_clipping_act():
-    from medgspo.gspo import clipping_diagnosis, parse_gspo
+    from medgspo.train.gspo import clipping_diagnosis, parse_gspo
 
     argv = ["--config", "recipes/qwen3.5-4b-medical/gspo-paper.yaml", "--use_cpu", "true", "--bf16", "false"]
     *_, train, model = parse_gspo(argv)

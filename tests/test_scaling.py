@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from medgspo.cli import main
-from medgspo.plan import (
+from medgspo.train.plan import (
     BatchPlan,
     batch_plan,
     estimate_tokens,
@@ -24,7 +24,7 @@ CPU = ["--use_cpu", "true", "--bf16", "false"]
 
 
 def parse_card(recipe, *extra):
-    from medgspo.gspo import parse_gspo
+    from medgspo.train.gspo import parse_gspo
 
     return parse_gspo(["--config", str(recipe), *CPU, *extra])
 
@@ -143,7 +143,7 @@ def test_judge_tokens_and_cost_by_hand():
 def test_memory_plan_by_hand(tiny_model_dir):
     from transformers import AutoConfig
 
-    from medgspo.plan import count_parameters
+    from medgspo.train.plan import count_parameters
 
     n_params, lora, text = count_parameters(str(tiny_model_dir), 16, 32, ["q_proj", "v_proj"])
     config = AutoConfig.from_pretrained(tiny_model_dir)

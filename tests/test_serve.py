@@ -20,9 +20,9 @@ import pytest
 from openai import OpenAI
 from test_chat import ANSWER, QUESTION, THINKING, memorized_adapter
 
-from medgspo import serving
-from medgspo.chat import ChatEngine, GenerationResult
-from medgspo.serving import BackgroundServer, ServerConfig, create_app
+from medgspo.serve import server as serving
+from medgspo.serve.chat import ChatEngine, GenerationResult
+from medgspo.serve.server import BackgroundServer, ServerConfig, create_app
 
 MODEL_ID = "medgspo-test"
 LIMIT = 16
@@ -310,7 +310,7 @@ def test_cli_serves_until_stopped(tiny_model_dir):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = "import argparse, sys; from medgspo import serving; p = argparse.ArgumentParser(); " \
+    code = "import argparse, sys; from medgspo.serve import server as serving; p = argparse.ArgumentParser(); " \
            "serving.add_arguments(p); sys.exit(serving.run(p.parse_args(sys.argv[1:])))"  # fmt: skip
     env = {**os.environ, "MEDGSPO_TEST_KEY": "k"}
     argv = [sys.executable, "-c", code, "--model", str(tiny_model_dir), "--port", str(port)]

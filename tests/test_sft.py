@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medgspo.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
-from medgspo.sft import run_sft
+from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
+from medgspo.train.sft import run_sft
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def training_loss(model_dir, adapter, records):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medgspo.chat_format import ChatFormat
+    from medgspo.data.chat_format import ChatFormat
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)

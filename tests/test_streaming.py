@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from medgspo.chat_format import split_completion
-from medgspo.streaming import (
+from medgspo.data.chat_format import split_completion
+from medgspo.serve.streaming import (
     ANSWER,
     THINKING,
     ThinkSplitter,

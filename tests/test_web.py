@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from test_chat import ANSWER, QUESTION, THINKING, memorized_adapter
 
-from medgspo.chat import ChatEngine
-from medgspo.serving import BackgroundServer, ServerConfig, create_app
+from medgspo.serve.chat import ChatEngine
+from medgspo.serve.server import BackgroundServer, ServerConfig, create_app
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 

@@ -21,21 +21,21 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__
+from medgspo import __version__
+from medgspo.utils.paths import RECIPES
 
 logger = logging.getLogger("medgspo")
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-TINY_SFT_RECIPE = PACKAGE_DIR / "recipes" / "tiny" / "sft.yaml"
-TINY_GSPO_RECIPE = PACKAGE_DIR / "recipes" / "tiny" / "gspo.yaml"
+TINY_SFT_RECIPE = RECIPES / "tiny" / "sft.yaml"
+TINY_GSPO_RECIPE = RECIPES / "tiny" / "gspo.yaml"
 
 # Sub-commands implemented in their own module as add_arguments(parser) + run(args) -> int.
 MODULE_COMMANDS = [
     ("judge", "judge.cli", "Score answers with the 5-tier medical judge (LLM API or offline)."),
-    ("eval", "eval_cli", "Evaluate models: judge-scored open questions or multiple-choice accuracy."),
-    ("chat", "chat", "Ask a question; streams the thinking and the answer (no question: interactive)."),
-    ("serve", "serving", "OpenAI-compatible API and web page for a model (http://127.0.0.1:8000)."),
-    ("export", "export", "Merge a LoRA adapter into its base model; save a standalone folder."),
+    ("eval", "eval.cli", "Evaluate models: judge-scored open questions or multiple-choice accuracy."),
+    ("chat", "serve.chat", "Ask a question; streams the thinking and the answer (no question: interactive)."),
+    ("serve", "serve.server", "OpenAI-compatible API and web page for a model (http://127.0.0.1:8000)."),
+    ("export", "serve.export", "Merge a LoRA adapter into its base model; save a standalone folder."),
 ]
 
 # Sub-commands whose flags are the fields of TRL-style dataclasses; their argv goes to TrlParser unchanged.
@@ -92,8 +92,8 @@ def _main_process() -> bool:
 
 
 def cmd_sft(argv: list[str]) -> int:
-    from .configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
-    from .sft import run_sft
+    from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
+    from medgspo.train.sft import run_sft
 
     argv = with_default_recipe(argv)
     data_args, format_args, training_args, model_args = parse(
@@ -108,7 +108,7 @@ def cmd_sft(argv: list[str]) -> int:
 
 
 def cmd_gspo(argv: list[str]) -> int:
-    from .gspo import parse_gspo, run_gspo
+    from medgspo.train.gspo import parse_gspo, run_gspo
 
     result = run_gspo(*parse_gspo(with_default_recipe(argv, TINY_GSPO_RECIPE)))
     if not _main_process():
@@ -121,14 +121,14 @@ def cmd_gspo(argv: list[str]) -> int:
 
 
 def cmd_plan(argv: list[str]) -> int:
-    from .plan import run_plan
+    from medgspo.train.plan import run_plan
 
     print("\n".join(run_plan(with_default_recipe(argv, TINY_GSPO_RECIPE))))
     return 0
 
 
 def cmd_pipeline(argv: list[str]) -> int:
-    from .pipeline import run_pipeline
+    from medgspo.pipeline import run_pipeline
 
     report = run_pipeline(argv)
     if report.samples:
@@ -143,7 +143,7 @@ def cmd_pipeline(argv: list[str]) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from .data import DataError, describe, format_stats, load_records
+    from medgspo.data.records import DataError, describe, format_stats, load_records
 
     try:
         report = load_records(args.path, skip_invalid=True)
@@ -170,17 +170,17 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def _count_oversized(records: list[dict], model: str, max_length: int) -> int:
     from transformers import AutoTokenizer
 
-    from .chat_format import ChatFormat
-    from .inference import resolve_model_path
-    from .sft import token_counter
+    from medgspo.data.chat_format import ChatFormat
+    from medgspo.train.sft import token_counter
+    from medgspo.utils.models import resolve_model_path
 
     count = token_counter(AutoTokenizer.from_pretrained(resolve_model_path(model)), ChatFormat())
     return sum(count(r) > max_length for r in records)
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
-    from .data import load_records
-    from .tiny_model import create_tiny_model
+    from medgspo.data.records import load_records
+    from medgspo.data.tiny_model import create_tiny_model
 
     records = load_records(args.data).records if args.data else None
     path = create_tiny_model(args.output, records)
@@ -194,9 +194,9 @@ def _module_runner(module: str, args: argparse.Namespace) -> Callable[[], int]:
 
 # ---- entry point ------------------------------------------------------------------------------------------------
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .configs import ConfigError
-    from .data import DataError
-    from .inference import AdapterMismatchError
+    from medgspo.data.records import DataError
+    from medgspo.train.configs import ConfigError
+    from medgspo.utils.models import AdapterMismatchError
 
     return (DataError, ConfigError, AdapterMismatchError, FileNotFoundError, NotADirectoryError)
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     commands |= {name: _module_runner(module, args) for name, module, _ in MODULE_COMMANDS}
     if args.command in ("sft", "gspo", "pipeline"):
-        from .backends import import_unsloth_first
+        from medgspo.train.backends import import_unsloth_first
 
         import_unsloth_first(rest)
     try:

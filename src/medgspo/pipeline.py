@@ -21,11 +21,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
+from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
+from medgspo.utils.paths import RECIPES
 
 logger = logging.getLogger(__name__)
 
-RECIPES = Path(__file__).resolve().parent / "recipes"
 SHARED_FIELDS = {"model_name_or_path", "dataset_name", "dataset_config", "eval_size", "split_seed", "skip_invalid"}
 
 
@@ -186,11 +186,11 @@ def _fmt(value: float | None) -> str:
 # ---- the job ----------------------------------------------------------------------------------------------------
 def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
     """Route the flags, run every stage, evaluate, write ``report.md``."""
-    from .evaluation import run_eval
-    from .gspo import JudgeArguments, parse_gspo, run_gspo
-    from .metrics import markdown_table
-    from .plots import read_metrics
-    from .sft import EVAL_SPLIT_FILE, run_sft
+    from medgspo.eval.metrics import markdown_table
+    from medgspo.eval.open_ended import run_eval
+    from medgspo.train.gspo import JudgeArguments, parse_gspo, run_gspo
+    from medgspo.train.plots import read_metrics
+    from medgspo.train.sft import EVAL_SPLIT_FILE, run_sft
 
     start = time.perf_counter()
     judge_fields = set(JudgeArguments.__dataclass_fields__)

@@ -22,7 +22,7 @@ from importlib import resources
 from string import Template
 from typing import Any
 
-from medgspo.chat_format import THINK_CLOSE, split_completion
+from medgspo.data.chat_format import THINK_CLOSE, split_completion
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@
     for kind, text in splitter.flush():
         ...
 
-Rules (the DeepSeek / vLLM reasoning-parser convention, matching :func:`medgspo.chat_format.split_completion` on
+Rules (the DeepSeek / vLLM reasoning-parser convention, matching :func:`medgspo.data.chat_format.split_completion` on
 well-formed completions):
 
 * a completion starts inside the thinking block (Qwen3.5 prompts end with ``<think>\\n``) unless told otherwise; a
@@ -27,7 +27,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from .chat_format import THINK_CLOSE, THINK_OPEN
+from medgspo.data.chat_format import THINK_CLOSE, THINK_OPEN
 
 logger = logging.getLogger(__name__)
 

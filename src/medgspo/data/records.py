@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medgspo.utils.paths import DATA_DIR
+
 logger = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("Question", "Complex_CoT", "Response")
 HUB_DATASET = "FreedomIntelligence/medical-o1-reasoning-SFT"
 HUB_CONFIG = "zh"
 SUFFIXES = (".jsonl", ".json", ".parquet")
-DATA_DIR = Path(__file__).resolve().parent / "resources" / "data"  # `data/` at the repository root links here
 BUNDLED_DATA = DATA_DIR / "medical_o1_zh.jsonl"
 BUNDLED_MCQ = DATA_DIR / "mcq_zh.jsonl"
 

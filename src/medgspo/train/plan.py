@@ -167,7 +167,7 @@ class JudgeCostPlan:
 def judge_prompt_tokens(question: str, reference: str, answer_chars: int) -> tuple[float, float]:
     """``(prompt tokens, prefix tokens)`` of one judge request whose candidate answer has ``answer_chars`` Chinese
     characters; the prefix is everything before the candidate (the same for every completion of a prompt)."""
-    from .judge.prompt import build_messages
+    from medgspo.judge.prompt import build_messages
 
     system, user = build_messages(question, reference, CANDIDATE_SENTINEL)
     before, _, after = user["content"].partition(CANDIDATE_SENTINEL)
@@ -256,7 +256,7 @@ def _gib(n: float) -> str:
 def gspo_lines(training_args: Any, judge_args: Any, reward_args: Any, plan: BatchPlan, cost: JudgeCostPlan | None,
                vllm_note: list[str]) -> list[str]:  # fmt: skip
     """The GSPO part of the plan as text lines."""
-    from .gspo import clipping_diagnosis
+    from medgspo.train.gspo import clipping_diagnosis
 
     lines = [
         f"processes                      {plan.num_processes}",
@@ -343,7 +343,7 @@ def vllm_lines(training_args: Any, judge_args: Any, num_processes: int) -> list[
 
 def memory_lines(model_args: Any, plan: BatchPlan, seq_len: int) -> list[str]:
     """The memory estimate, or one line saying why there is none."""
-    from .inference import resolve_model_path
+    from medgspo.utils.models import resolve_model_path
 
     try:
         path = resolve_model_path(model_args.model_name_or_path)
@@ -373,7 +373,7 @@ def run_plan(argv: list[str]) -> list[str]:
     own.add_argument("--answer_chars", type=int, default=None)
     opts, rest = own.parse_known_args(argv)
     if opts.num_processes < 1:
-        from .configs import ConfigError
+        from medgspo.train.configs import ConfigError
 
         raise ConfigError(f"--num_processes must be >= 1, got {opts.num_processes}")
     # TrainingArguments refuses bf16/fp16 on a machine without a GPU; a plan reads no precision flag, so it can be
@@ -381,8 +381,8 @@ def run_plan(argv: list[str]) -> list[str]:
     rest = [*rest, "--bf16", "false", "--fp16", "false"]
     if _is_sft_recipe(rest):
         return sft_lines(rest, opts.num_processes)
-    from .data import load_records
-    from .gspo import parse_gspo
+    from medgspo.data.records import load_records
+    from medgspo.train.gspo import parse_gspo
 
     data_args, _, judge_args, reward_args, training_args, model_args = parse_gspo(rest, prog="medgspo plan")
     plan = batch_plan(training_args, opts.num_processes)
@@ -408,7 +408,7 @@ def run_plan(argv: list[str]) -> list[str]:
 
 def sft_lines(argv: list[str], num_processes: int) -> list[str]:
     """The plan of an SFT recipe: batch arithmetic and token budget per step."""
-    from .configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
+    from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
 
     _, _, args, model_args = parse(
         (DataArguments, FormatArguments, MedSFTConfig, MedModelConfig), argv, "medgspo plan"
@@ -428,7 +428,7 @@ def sft_lines(argv: list[str], num_processes: int) -> list[str]:
 
 
 def _is_sft_recipe(argv: list[str]) -> bool:
-    from .backends import recipe_values
+    from medgspo.train.backends import recipe_values
 
     values = recipe_values(argv)
     gspo_keys = {"num_generations", "judge_backend", "importance_sampling_level", "loss_type"}

@@ -27,15 +27,15 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-from .chat import ChatEngine, GenerationResult, OptionError, SamplingOptions, add_model_arguments
-from .streaming import THINKING, ThinkSplitter, prompt_opens_thinking, split_text
+from medgspo.serve.chat import ChatEngine, GenerationResult, OptionError, SamplingOptions, add_model_arguments
+from medgspo.serve.streaming import THINKING, ThinkSplitter, prompt_opens_thinking, split_text
+from medgspo.utils.paths import RESOURCES
 
 logger = logging.getLogger(__name__)
 
-WEB_PAGE = Path(__file__).resolve().parent / "resources" / "web" / "index.html"
+WEB_PAGE = RESOURCES / "web" / "index.html"
 ROLES = ("system", "developer", "user", "assistant")
 _DONE = object()
 

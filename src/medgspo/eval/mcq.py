@@ -13,7 +13,7 @@ Three input layouts, picked by :func:`load_mcq` from the file (``layout="auto"``
   ``exam_class`` / ``exam_type``.
 
 Only single-answer items are evaluated; multi-answer items (``ABD``) are skipped and counted. Bad input raises
-:class:`medgspo.data.DataError` listing every problem as ``file:line: field: what is wrong``.
+:class:`medgspo.data.records.DataError` listing every problem as ``file:line: field: what is wrong``.
 
 :func:`extract_choice` is the strict, pure answer extractor; its rule is written in its docstring and in
 ``docs/evaluation.md``. :func:`evaluate_mcq` generates and scores one model, :func:`run_mcq` several models and
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chat_format import THINK_CLOSE, split_completion
-from .data import BUNDLED_MCQ, DataError, Problem, decode_text, iter_json, iter_jsonl
-from .metrics import mcq_markdown_table, summarize_mcq
+from medgspo.data.chat_format import THINK_CLOSE, split_completion
+from medgspo.data.records import BUNDLED_MCQ, DataError, Problem, decode_text, iter_json, iter_jsonl
+from medgspo.eval.metrics import mcq_markdown_table, summarize_mcq
 
 logger = logging.getLogger(__name__)
 
@@ -404,10 +404,10 @@ def evaluate_mcq(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generate an answer per item and score the extracted letter; returns ``(summary, rows)``.
 
-    The summary is :func:`medgspo.metrics.summarize_mcq` plus the model and generation settings; each row holds
+    The summary is :func:`medgspo.eval.metrics.summarize_mcq` plus the model and generation settings; each row holds
     the question, subject, gold letter, completion, thinking, answer text, well_formed, prediction and correct.
     """
-    from .evaluation import generate_answers
+    from medgspo.eval.open_ended import generate_answers
 
     gens = generate_answers(
         model, adapter, [build_prompt(item) for item in items], batch_size=batch_size,
@@ -436,8 +436,8 @@ def run_mcq(
 ) -> dict[str, dict[str, Any]]:
     """Evaluate each ``(name, model, adapter)`` on ``items``; write ``mcq_generations.jsonl`` (one line per model
     and item, with a ``model`` field), ``mcq.json`` (summaries by name) and ``mcq.md``; return the summaries."""
-    from .data import write_json, write_jsonl
-    from .evaluation import check_names
+    from medgspo.data.records import write_json, write_jsonl
+    from medgspo.eval.open_ended import check_names
 
     check_names(models)
     out = Path(output_dir)

@@ -22,8 +22,8 @@ from typing import Any
 
 from trl import GRPOConfig
 
-from .chat_format import ChatFormat
-from .configs import TINY_MODEL, DataArguments, FormatArguments, MedModelConfig, validate_common
+from medgspo.data.chat_format import ChatFormat
+from medgspo.train.configs import TINY_MODEL, DataArguments, FormatArguments, MedModelConfig, validate_common
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class JudgeArguments:
 
     def to_config(self, default_cache: Path | None = None):
         """The :class:`~medgspo.judge.JudgeConfig` these flags describe."""
-        from .judge import JudgeConfig
+        from medgspo.judge import JudgeConfig
 
         cache = self.judge_cache or (str(default_cache) if default_cache else None)
         return JudgeConfig(
@@ -149,8 +149,8 @@ def reward_names(rewards: RewardArguments) -> list[tuple[str, float]]:
 # ---- building blocks --------------------------------------------------------------------------------------------
 def format_reward_with_lengths(completions: list[Any], log_metric=None, **kwargs: Any) -> list[float]:
     """The format reward, also logging mean thinking and answer lengths (characters) of the batch."""
-    from .chat_format import completion_text, split_completion
-    from .rewards import format_reward
+    from medgspo.data.chat_format import completion_text, split_completion
+    from medgspo.rewards.judge import format_reward
 
     if log_metric is not None:
         splits = [split_completion(completion_text(c)) for c in completions]
@@ -164,8 +164,8 @@ format_reward_with_lengths.__name__ = "format_reward"
 
 def build_rewards(rewards: RewardArguments, judge_config) -> tuple[list[Any], list[float], Any]:
     """The reward functions and their weights for ``GRPOTrainer``; also returns the judge reward (for its stats)."""
-    from .guards import guard_rewards
-    from .rewards import judge_reward
+    from medgspo.rewards.guards import guard_rewards
+    from medgspo.rewards.judge import judge_reward
 
     judge = judge_reward(judge_config)
     guards = guard_rewards(rewards.max_answer_chars)
@@ -179,11 +179,11 @@ def load_policy(model_args: MedModelConfig, sft_adapter: str | None, dtype: Any,
     a fresh LoRA). With ``--backend unsloth`` the model card's Unsloth loader does both."""
     from transformers import AutoModelForCausalLM
 
-    from .inference import load_adapter, resolve_model_path
+    from medgspo.utils.models import load_adapter, resolve_model_path
 
     base_path = resolve_model_path(model_args.model_name_or_path)
     if model_args.backend == "unsloth":
-        from .backends import load_unsloth, take_over_checkpointing
+        from medgspo.train.backends import load_unsloth, take_over_checkpointing
 
         checkpointing = take_over_checkpointing(training_args)
         model = load_unsloth(model_args, adapter=sft_adapter, gradient_checkpointing=checkpointing,
@@ -241,10 +241,10 @@ def run_gspo(
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from .backends import check_backend, check_rollout_engine
-    from .plan import judge_concurrency_per_process
-    from .plots import plot_training
-    from .sft import last_checkpoint, load_split, make_format_callback, save_chat_files
+    from medgspo.train.backends import check_backend, check_rollout_engine
+    from medgspo.train.plan import judge_concurrency_per_process
+    from medgspo.train.plots import plot_training
+    from medgspo.train.sft import last_checkpoint, load_split, make_format_callback, save_chat_files
 
     validate_common(data_args, model_args, None)
     check_backend(model_args.backend)
@@ -355,7 +355,7 @@ def run_gspo(
 
 def parse_gspo(argv: list[str] | None, prog: str = "medgspo gspo"):
     """Parse a GSPO recipe and overrides into the stage's dataclasses."""
-    from .configs import parse
+    from medgspo.train.configs import parse
 
     return parse(
         (DataArguments, FormatArguments, JudgeArguments, RewardArguments, MedGSPOConfig, MedModelConfig), argv, prog

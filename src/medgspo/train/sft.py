@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chat_format import ChatFormat
-from .configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, validate_common
-from .data import describe, fit_length, load_records, train_eval_split, write_jsonl
+from medgspo.data.chat_format import ChatFormat
+from medgspo.data.records import describe, fit_length, load_records, train_eval_split, write_jsonl
+from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, validate_common
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def sft_model(model_args: MedModelConfig, model_path: str, training_args: MedSFT
     """``(model, peft_config)`` for ``SFTTrainer``: a path plus TRL's LoRA config (transformers back-end), or the
     model card's Unsloth model with its LoRA already attached."""
     if model_args.backend == "unsloth":
-        from .backends import load_unsloth, take_over_checkpointing
+        from medgspo.train.backends import load_unsloth, take_over_checkpointing
 
         checkpointing = take_over_checkpointing(training_args)
         return load_unsloth(model_args, gradient_checkpointing=checkpointing, seed=training_args.seed), None
@@ -158,8 +158,8 @@ def run_sft(
     from transformers import AutoTokenizer
     from trl import SFTTrainer
 
-    from .backends import check_backend
-    from .inference import resolve_model_path
+    from medgspo.train.backends import check_backend
+    from medgspo.utils.models import resolve_model_path
 
     validate_common(data_args, model_args, training_args.max_length)
     check_backend(model_args.backend)

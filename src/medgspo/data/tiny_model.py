@@ -16,11 +16,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from medgspo.utils.paths import RESOURCES
+
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]  # added, not special: they survive `skip_special_tokens=True`, as in Qwen
-CHAT_TEMPLATE_FILE = Path(__file__).resolve().parent / "resources" / "qwen3_5_chat_template.jinja"
+CHAT_TEMPLATE_FILE = RESOURCES / "qwen3_5_chat_template.jinja"
 DEFAULT_TINY_DIR = Path("runs") / "tiny-qwen3.5"
 
 
@@ -120,7 +122,7 @@ def build_model(tokenizer, spec: TinySpec):
 
 def create_tiny_model(output_dir: str | Path, records: list[dict] | None = None, spec: TinySpec | None = None) -> Path:
     """Train the tokenizer, build the model and save both as a Hugging Face model folder."""
-    from .data import BUNDLED_MCQ, load_records
+    from medgspo.data.records import BUNDLED_MCQ, load_records
 
     spec = spec or TinySpec()
     if records is None:

@@ -45,7 +45,9 @@ def package_available(name: str) -> bool:
 # ---- checks (pure apart from the availability probes) -----------------------------------------------------------
 def check_backend(backend: str) -> None:
     """Raise :class:`ConfigError` unless ``backend`` is known and usable on this machine."""
-    from .configs import ConfigError  # imports TRL; kept out of module scope so Unsloth can be imported first
+    from medgspo.train.configs import (
+        ConfigError,  # imports TRL; kept out of module scope so Unsloth can be imported first
+    )
 
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -65,7 +67,7 @@ def check_backend(backend: str) -> None:
 
 def check_rollout_engine(training_args: Any, backend: str = "transformers") -> None:
     """Raise :class:`ConfigError` for vLLM settings that cannot work, before any model is loaded."""
-    from .configs import ConfigError
+    from medgspo.train.configs import ConfigError
 
     if not getattr(training_args, "use_vllm", False):
         return
@@ -172,7 +174,7 @@ def load_unsloth(model_args: Any, *, adapter: str | None = None, gradient_checkp
         use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
     )
     if adapter:
-        from .inference import load_adapter
+        from medgspo.utils.models import load_adapter
 
         model = load_adapter(model, adapter, is_trainable=True)
     else:

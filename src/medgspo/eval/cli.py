@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .judge import BACKENDS, TIERS, JudgeConfig, JudgeFatalError
-from .mcq import LAYOUTS
+from medgspo.eval.mcq import LAYOUTS
+from medgspo.judge import BACKENDS, TIERS, JudgeConfig, JudgeFatalError
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def check_paths(models: list[tuple[str, str, str | None]]) -> None:
 
 def open_records(data: str | None, models: list[tuple[str, str, str | None]]) -> tuple[list[dict], str]:
     """The open-ended records and where they came from (see the module help for the defaults)."""
-    from .data import BUNDLED_DATA, load_records, train_eval_split
+    from medgspo.data.records import BUNDLED_DATA, load_records, train_eval_split
 
     if data:
         return load_records(data).records, data
@@ -179,7 +179,7 @@ def open_records(data: str | None, models: list[tuple[str, str, str | None]]) ->
         split = Path(adapter) / "eval_split.jsonl" if adapter else None
         if split is not None and split.is_file():
             return load_records(split).records, str(split)
-    from .configs import DataArguments
+    from medgspo.train.configs import DataArguments
 
     defaults = DataArguments()
     _, held = train_eval_split(load_records(BUNDLED_DATA).records, defaults.eval_size, defaults.split_seed)
@@ -189,7 +189,7 @@ def open_records(data: str | None, models: list[tuple[str, str, str | None]]) ->
 # ---- the command --------------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     """Run ``medgspo eval``; returns the exit code (one-line messages, never tracebacks, for user errors)."""
-    from .data import DataError
+    from medgspo.data.records import DataError
 
     for name in ("httpx", "httpx2"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -220,8 +220,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_open(args: argparse.Namespace, models: list, gen: dict[str, Any]) -> tuple[str, list[tuple[str, Path]]]:
-    from .evaluation import question_and_reference, run_eval
-    from .metrics import markdown_table
+    from medgspo.eval.metrics import markdown_table
+    from medgspo.eval.open_ended import question_and_reference, run_eval
 
     config = judge_config_from_args(args)
     records, source = open_records(args.data, models)
@@ -237,8 +237,8 @@ def _run_open(args: argparse.Namespace, models: list, gen: dict[str, Any]) -> tu
 
 
 def _run_mcq(args: argparse.Namespace, models: list, gen: dict[str, Any]) -> tuple[str, list[tuple[str, Path]]]:
-    from .mcq import load_mcq, run_mcq
-    from .metrics import mcq_markdown_table
+    from medgspo.eval.mcq import load_mcq, run_mcq
+    from medgspo.eval.metrics import mcq_markdown_table
 
     loaded = load_mcq(args.data, args.mcq_layout)
     items = loaded.items[: args.limit] if args.limit else loaded.items

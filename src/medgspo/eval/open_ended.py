@@ -2,14 +2,14 @@
 
     medgspo eval --model tiny --adapter runs/pipeline/sft --data runs/pipeline/sft/eval_split.jsonl
 
-Used by ``medgspo eval`` (:mod:`medgspo.eval_cli`) and by the pipeline, which compares base, SFT and GSPO models
-on the held-out split. Per model: batched generation (:func:`medgspo.inference.generate`), then one concurrent
-``judge_batch`` call over all answers, then :func:`medgspo.metrics.summarize_open`. A completion that is not well
+Used by ``medgspo eval`` (:mod:`medgspo.eval.cli`) and by the pipeline, which compares base, SFT and GSPO models
+on the held-out split. Per model: batched generation (:func:`medgspo.utils.models.generate`), then one concurrent
+``judge_batch`` call over all answers, then :func:`medgspo.eval.metrics.summarize_open`. A completion that is not well
 formed (no single ``</think>`` followed by a non-empty answer) scores -1.0 without a judge call, the rubric's
 "incoherent or empty" tier; a judge failure or abstention is ``None`` and counted, never turned into a score.
 
 :func:`run_eval` writes ``generations.jsonl``, ``eval.json``, ``eval.md`` and ``eval.png`` into one folder (with the
-atomic writers of :mod:`medgspo.data`, which the multiple-choice evaluation uses too).
+atomic writers of :mod:`medgspo.data.records`, which the multiple-choice evaluation uses too).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .data import write_json, write_jsonl
-from .judge import JudgeConfig, Judgment, make_judge
-from .metrics import TIER_KEYS, markdown_table, summarize_open
+from medgspo.data.records import write_json, write_jsonl
+from medgspo.eval.metrics import TIER_KEYS, markdown_table, summarize_open
+from medgspo.judge import JudgeConfig, Judgment, make_judge
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def generate_answers(
     import torch
     from tqdm.auto import tqdm
 
-    from .inference import generate, load_for_inference
+    from medgspo.utils.models import generate, load_for_inference
 
     check_generation_args(batch_size, max_new_tokens)
     lm, tokenizer, chat_format = load_for_inference(model, adapter)
@@ -146,7 +146,7 @@ def evaluate_open(
     ``judge_config=None`` means the offline reference judge. The judge is built before generation, so a missing
     API key fails fast (:class:`medgspo.judge.JudgeFatalError`). Rows hold question, reference, completion,
     thinking, answer, well_formed, n_tokens, score, label, error, cached and judge_reason; the summary is
-    :func:`medgspo.metrics.summarize_open` plus the model, adapter, generation settings and judge accounting.
+    :func:`medgspo.eval.metrics.summarize_open` plus the model, adapter, generation settings and judge accounting.
     """
     config = judge_config or JudgeConfig(backend="reference")
     pairs = [question_and_reference(r, i) for i, r in enumerate(records)]

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .chat_format import ChatFormat
-from .streaming import ANSWER, THINKING, ThinkSplitter, prompt_opens_thinking
+from medgspo.data.chat_format import ChatFormat
+from medgspo.serve.streaming import ANSWER, THINKING, ThinkSplitter, prompt_opens_thinking
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class ChatEngine:
     @classmethod
     def load(cls, model: str | None, adapter: str | Path | None = None) -> ChatEngine:
         """Load base model (``tiny``, a folder or a Hub id) plus optional LoRA adapter; errors name what is wrong."""
-        from .inference import load_for_inference
+        from medgspo.utils.models import load_for_inference
 
         check_model_arguments(model, adapter)
         try:

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from medgspo.chat_format import completion_text, split_completion
+from medgspo.data.chat_format import completion_text, split_completion
 from medgspo.judge import Judge, JudgeConfig, JudgeItem, JudgeStats, make_judge
 
 logger = logging.getLogger(__name__)

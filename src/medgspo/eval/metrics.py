@@ -1,7 +1,7 @@
 """Evaluation metrics: confidence intervals, per-model summaries and the side-by-side Markdown tables.
 
 Everything here is pure (no files, no models), so it is tested with literal rows and hand-worked values.
-:mod:`medgspo.evaluation` and :mod:`medgspo.mcq` call it on the rows they generate and judge.
+:mod:`medgspo.eval.open_ended` and :mod:`medgspo.eval.mcq` call it on the rows they generate and judge.
 
 * :func:`bootstrap_ci`: percentile bootstrap of a mean (open-ended judge scores);
 * :func:`wilson_interval`: Wilson score interval of a proportion (accuracies, format compliance);

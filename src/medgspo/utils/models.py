@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chat_format import ChatFormat, Split
+from medgspo.data.chat_format import ChatFormat, Split
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ class Generation:
 
 def resolve_model_path(name_or_path: str | None) -> str:
     """``tiny`` (or nothing) means the embedded tiny model, built on first use."""
-    from .configs import TINY_MODEL
-    from .tiny_model import ensure_tiny_model
+    from medgspo.data.tiny_model import ensure_tiny_model
+    from medgspo.train.configs import TINY_MODEL
 
     if name_or_path in (None, "", TINY_MODEL):
         return str(ensure_tiny_model())

@@ -18,8 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .chat import ModelLoadError, adapter_base_model, check_model_arguments
-from .chat_format import FORMAT_FILE, ChatFormat
+from medgspo.data.chat_format import FORMAT_FILE, ChatFormat
+from medgspo.serve.chat import ModelLoadError, adapter_base_model, check_model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def merge_adapter(model: str | None, adapter: str | Path, output: str | Path, *,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .inference import load_adapter, resolve_model_path
+    from medgspo.utils.models import load_adapter, resolve_model_path
 
     adapter, output = Path(adapter), Path(output)
     base = _check(model, adapter, output, overwrite=overwrite)
