@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import random
 import statistics
 from collections import Counter
@@ -256,40 +254,6 @@ def load_records(
     if not report.records:
         raise DataError(problems or [Problem(source, None, "<file>", "no valid records")])
     return report
-
-
-# ---- writing results (atomic: a temporary file renamed into place) ---------------------------------------------
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become ``null`` so every file is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
-    """Write one JSON object per line (UTF-8, atomically: a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(_json_safe(row), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write indented UTF-8 JSON (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(data), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 # ---- splitting and length control (pure) ------------------------------------------------------------------------

@@ -436,8 +436,8 @@ def run_mcq(
 ) -> dict[str, dict[str, Any]]:
     """Evaluate each ``(name, model, adapter)`` on ``items``; write ``mcq_generations.jsonl`` (one line per model
     and item, with a ``model`` field), ``mcq.json`` (summaries by name) and ``mcq.md``; return the summaries."""
-    from medgspo.data.records import write_json, write_jsonl
     from medgspo.eval.open_ended import check_names
+    from medgspo.utils.io import write_json, write_jsonl
 
     check_names(models)
     out = Path(output_dir)

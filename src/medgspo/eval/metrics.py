@@ -17,21 +17,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from statistics import NormalDist
 from typing import Any
 
-# The judge's five tiers, best first, keyed as they appear in reports.
-TIER_KEYS: dict[str, float] = {"+2.0": 2.0, "+0.5": 0.5, "0.0": 0.0, "-0.5": -0.5, "-1.0": -1.0}
-
+from medgspo.judge.tiers import TIER_KEYS, tier_key
+from medgspo.utils.stats import quantile
 
 # ---- intervals ----------------------------------------------------------------------------------------------------
-def _quantile(ordered: Sequence[float], q: float) -> float:
-    """Linear-interpolated quantile (``q`` in [0, 1]) of sorted values.
-
-    >>> _quantile([0.0, 1.0, 2.0, 3.0], 0.5)
-    1.5
-    """
-    pos = (len(ordered) - 1) * q
-    low, high = math.floor(pos), math.ceil(pos)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
 
 def bootstrap_ci(
     values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
@@ -62,7 +51,7 @@ def bootstrap_ci(
         return data[0], data[0]
     rng = random.Random(seed)
     means = sorted(math.fsum(rng.choices(data, k=n)) / n for _ in range(n_boot))
-    return _quantile(means, alpha / 2), _quantile(means, 1 - alpha / 2)
+    return quantile(means, alpha / 2), quantile(means, 1 - alpha / 2)
 
 
 def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -91,17 +80,6 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
 
 
 # ---- open-ended evaluation ----------------------------------------------------------------------------------------
-def tier_key(score: float) -> str | None:
-    """The report key of a tier value (``"+2.0"`` ... ``"-1.0"``), or ``None`` for a value that is not a tier.
-
-    >>> tier_key(0.5), tier_key(-1), tier_key(0.7)
-    ('+0.5', '-1.0', None)
-    """
-    for key, value in TIER_KEYS.items():
-        if math.isclose(score, value):
-            return key
-    return None
-
 
 def _mean(values: Iterable[float]) -> float | None:
     data = list(values)

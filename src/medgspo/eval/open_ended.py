@@ -21,9 +21,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from medgspo.data.records import write_json, write_jsonl
 from medgspo.eval.metrics import TIER_KEYS, markdown_table, summarize_open
 from medgspo.judge import JudgeConfig, Judgment, make_judge
+from medgspo.utils.io import write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from medgspo.judge.parse import TIERS
+from medgspo.judge.tiers import TIERS
+from medgspo.utils.stats import quantile
 
 
 @dataclass
@@ -93,12 +94,7 @@ def percentile(values: list[float], q: float) -> float:
     >>> percentile([1.0, 2.0, 3.0, 4.0], 50), percentile([5.0], 99)
     (2.5, 5.0)
     """
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low, high = math.floor(pos), math.ceil(pos)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+    return quantile(values, q / 100)
 
 
 _COUNTERS = tuple(

@@ -39,11 +39,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlparse
 
-from medgspo.judge import JudgeConfig, JudgeFatalError
 from medgspo.judge.accounting import JudgeStats, Judgment, usage_from_response
 from medgspo.judge.cache import JudgeCache, cache_key
-from medgspo.judge.parse import TIERS, parse_verdict
+from medgspo.judge.config import JudgeConfig, JudgeFatalError
+from medgspo.judge.parse import parse_verdict
 from medgspo.judge.prompt import JudgeItem, build_messages, load_rubric, reask_messages, render_candidate
+from medgspo.judge.tiers import TIERS
 
 logger = logging.getLogger(__name__)
 

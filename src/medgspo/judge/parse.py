@@ -24,16 +24,7 @@ import re
 import unicodedata
 from typing import Any, NamedTuple
 
-# Tier label -> reward value. The order is the rubric's: same meaning, reasonable paraphrase, non-medical,
-# contradiction, incoherent.
-TIERS: dict[str, float] = {"A": 2.0, "B": 0.5, "C": 0.0, "D": -0.5, "E": -1.0}
-TIER_NAMES: dict[str, str] = {
-    "A": "same meaning as the reference",
-    "B": "different wording, medically reasonable",
-    "C": "reasonable but outside medicine",
-    "D": "contradicts the reference",
-    "E": "incoherent, broken or empty",
-}
+from medgspo.judge.tiers import TIERS, label_for
 
 _VERDICT_KEYS = tuple(
     "label score tier verdict grade rating final_score final_label 评分 得分 分数 打分 等级 评级 判定 标签 结论".split()
@@ -77,15 +68,6 @@ class _Stmt(NamedTuple):
     marked: bool  # a conclusion (JSON, [[...]], 最终..., bare last line)
 
 
-def label_for(score: float | None) -> str | None:
-    """The tier label (``A``-``E``) of a tier value, or ``None``.
-
-    >>> label_for(-0.5), label_for(0.0), label_for(None)
-    ('D', 'C', None)
-    """
-    if score is None:
-        return None
-    return next((label for label, value in TIERS.items() if math.isclose(value, score)), None)
 
 
 def parse_score(raw: str | None) -> float | None:

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from difflib import SequenceMatcher
 from typing import NamedTuple
 
-from medgspo.judge import JudgeConfig
 from medgspo.judge.accounting import JudgeStats, Judgment
 from medgspo.judge.client import BaseJudge, Job
-from medgspo.judge.parse import TIERS, label_for
+from medgspo.judge.config import JudgeConfig
+from medgspo.judge.tiers import TIERS, label_for
 
 logger = logging.getLogger(__name__)
 

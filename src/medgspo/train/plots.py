@@ -10,10 +10,11 @@ import json
 import logging
 from pathlib import Path
 
+from medgspo.judge.tiers import TIERS, tier_legend
+
 logger = logging.getLogger(__name__)
 
-TIER_LABELS = {"A": "+2.0 same meaning", "B": "+0.5 reasonable", "C": "0.0 non-medical", "D": "-0.5 contradicts",
-               "E": "-1.0 incoherent"}  # fmt: skip
+TIER_LABELS = {label: tier_legend(label) for label in TIERS}
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from medgspo.data.chat_format import ChatFormat
-from medgspo.data.records import describe, fit_length, load_records, train_eval_split, write_jsonl
+from medgspo.data.records import describe, fit_length, load_records, train_eval_split
 from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, validate_common
+from medgspo.utils.io import write_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,84 @@
+"""How every ``medgspo`` command reads its flags: dataclasses parsed by TRL's ``TrlParser``.
+
+A flag is a dataclass field, spelled ``--foo_bar`` or ``--foo-bar``; ``--config FILE.yaml`` sets any field from a
+recipe and the command line overrides it. A command module offers ``make_parser(prog)`` (or ``ARGUMENTS``, a tuple
+of dataclasses) and ``run(*parsed) -> int``; :func:`parse` turns a rejected value into a
+:class:`~medgspo.errors.ConfigError` naming the flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medgspo.errors import ConfigError
+
+
+def make_parser(dataclass_types: Sequence[type], prog: str, description: str | None = None,
+                positionals: Sequence[tuple[str, dict[str, Any]]] = ()):
+    """A ``TrlParser`` over ``dataclass_types``; ``positionals`` are ``(name, add_argument kwargs)`` pairs."""
+    from trl import TrlParser
+
+    parser = TrlParser(tuple(dataclass_types), prog=prog, description=description)
+    for name, kwargs in positionals:
+        parser.add_argument(name, **kwargs)
+    parser.add_argument("--config", metavar="FILE.yaml", help="Recipe whose keys set any flag; flags override it.")
+    return parser
+
+
+def has_config(argv: Sequence[str]) -> bool:
+    """Whether the user named a recipe."""
+    return any(a == "--config" or a.startswith("--config=") for a in argv)
+
+
+def with_default_config(argv: Sequence[str], recipe: Path | None) -> list[str]:
+    """``argv`` with ``--config recipe`` first unless the user gave a recipe (``--config=FILE`` is split)."""
+    out = []
+    for arg in argv:
+        out += arg.split("=", 1) if arg.startswith("--config=") else [arg]
+    if recipe is None or has_config(out):
+        return out
+    return ["--config", str(recipe), *out]
+
+
+def parse(parser: Any, argv: Sequence[str], default_config: Path | None = None) -> tuple:
+    """The dataclass instances (and, with positionals, a namespace last) for ``argv``."""
+    argv = with_default_config(argv, default_config)
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise ConfigError("--config needs a YAML file")
+        if not Path(argv[index + 1]).is_file():
+            raise ConfigError(f"--config {argv[index + 1]}: no such file")
+    try:
+        return tuple(parser.parse_args_and_config(argv))
+    except ValueError as err:  # dataclass __post_init__ checks (transformers, TRL, ours) reject a flag value
+        raise ConfigError(str(err).strip().splitlines()[0]) from None
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``medgspo`` sub-command: its flags (dataclasses, plus positionals) and what runs them.
+
+    ``run`` receives the parsed dataclass instances in ``arguments`` order (and the positionals' namespace last when
+    there are any) and returns the exit code. A command with ``own_parsing`` gets its raw ``argv`` instead (the
+    pipeline routes ``--sft.*``/``--gspo.*`` flags to its stages before parsing).
+    """
+
+    name: str
+    arguments: tuple[type, ...]
+    run: Callable[..., int]
+    description: str = ""
+    positionals: tuple[tuple[str, dict[str, Any]], ...] = ()
+    default_config: Path | None = None
+    own_parsing: bool = False
+
+    def parser(self):
+        return make_parser(self.arguments, f"medgspo {self.name}", self.description, self.positionals)
+
+    def __call__(self, argv: Sequence[str]) -> int:
+        if self.own_parsing and not {"-h", "--help"} & set(argv):
+            return self.run(list(argv))
+        return self.run(*parse(self.parser(), argv, self.default_config))
