@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medgspo.errors import UserError
 from medgspo.utils.paths import DATA_DIR
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Problem:
         return f"{where}: {self.field}: {self.message}"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Raised when input data is invalid; ``str()`` lists every problem, one per line."""
 
     def __init__(self, problems: list[Problem]):

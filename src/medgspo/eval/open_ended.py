@@ -67,7 +67,8 @@ def generate_answers(
     import torch
     from tqdm.auto import tqdm
 
-    from medgspo.utils.models import generate, load_for_inference
+    from medgspo.utils.generation import generate
+    from medgspo.utils.models import load_for_inference
 
     check_generation_args(batch_size, max_new_tokens)
     lm, tokenizer, chat_format = load_for_inference(model, adapter)

@@ -16,7 +16,6 @@ Ctrl-C stops the current answer.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -26,60 +25,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from medgspo.data.chat_format import ChatFormat
+from medgspo.errors import ModelLoadError
 from medgspo.serve.streaming import ANSWER, THINKING, ThinkSplitter, prompt_opens_thinking
+from medgspo.utils.generation import SamplingOptions
+from medgspo.utils.models import adapter_base_model, check_model_arguments  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
 EXIT_COMMANDS = ("/exit", "/quit")
 _DIM, _RESET = "\x1b[2m", "\x1b[0m"
 _LABELS = {THINKING: "[思考]", ANSWER: "[回答]"}
-
-
-class ModelLoadError(ValueError):
-    """The model or adapter the user named cannot be found or loaded."""
-
-
-class OptionError(ValueError):
-    """A sampling option out of range; ``field`` is the :class:`SamplingOptions` field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-@dataclass
-class SamplingOptions:
-    """How to sample one completion; the defaults are the model card's. ``temperature=0`` means greedy."""
-
-    temperature: float = 1.0
-    top_p: float = 0.95
-    top_k: int = 20
-    max_new_tokens: int = 512
-    seed: int | None = None
-
-    def validate(self, name: Callable[[str], str] = str) -> None:
-        """Raise ``ValueError`` naming the option to change; ``name`` maps a field to what the user calls it."""
-        checks = {
-            "temperature": (0 <= self.temperature <= 2, "must be between 0 and 2"),
-            "top_p": (0 < self.top_p <= 1, "must be in (0, 1]"),
-            "top_k": (self.top_k >= 0, "must be >= 0, 0 disables it"),
-            "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1"),
-        }
-        for field_name, (ok, rule) in checks.items():
-            if not ok:
-                raise OptionError(field_name, f"{name(field_name)} {rule} (got {getattr(self, field_name)})")
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``model.generate``."""
-        if self.temperature == 0:
-            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
-        return {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": True,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-        }
 
 
 @dataclass
@@ -167,32 +122,6 @@ class ChatEngine:
         if len(new_ids) >= max_new_tokens and (not new_ids or new_ids[-1] not in eos_ids):
             return "length"
         return "stop"
-
-
-def check_model_arguments(model: str | None, adapter: str | Path | None) -> None:
-    """Fail early, with a one-line message, on a missing local model folder or a folder that is not an adapter."""
-    if model and _looks_like_path(model) and not Path(model).expanduser().exists():
-        raise ModelLoadError(f"model folder not found: {model}")
-    if adapter is not None:
-        adapter_dir = Path(adapter)
-        if not adapter_dir.is_dir():
-            raise ModelLoadError(f"adapter folder not found: {adapter}")
-        if not (adapter_dir / "adapter_config.json").is_file():
-            raise ModelLoadError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
-
-
-def adapter_base_model(adapter: str | Path) -> str | None:
-    """The base model an adapter was trained on, as recorded in its ``adapter_config.json``."""
-    path = Path(adapter) / "adapter_config.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path") or None
-    except (OSError, ValueError):
-        return None
-
-
-def _looks_like_path(name: str) -> bool:
-    """A local path rather than a Hub id (``owner/name``): starts with ``.``, ``/`` or ``~``, or has 2+ slashes."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/") or "\\" in name
 
 
 def _callback_streamer(tokenizer: Any, on_text: Callable[[str], None]) -> Any:

@@ -1,33 +1,21 @@
-"""Load a base model (+ optional LoRA adapter) with its chat format, and generate answers in batches.
+"""Load a base model (+ optional LoRA adapter) with its chat format; check model and adapter paths first.
 
-Shared by the pipeline's sample generations, evaluation and chat. The chat format is read from the adapter folder
+Shared by training, evaluation, chat, serving and export. The chat format is read from the adapter folder
 (or the model folder) so inference lays out prompts exactly as training did.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medgspo.data.chat_format import ChatFormat, Split
+from medgspo.data.chat_format import ChatFormat
+from medgspo.errors import AdapterMismatchError, ModelLoadError
+from medgspo.utils.paths import looks_like_path
 
 logger = logging.getLogger(__name__)
-
-# The model card's sampling settings for Qwen3.5-4B-Medical-GSPO.
-CARD_SAMPLING = {"temperature": 1.0, "top_p": 0.95, "top_k": 20}
-
-
-@dataclass
-class Generation:
-    """One generated completion and its split into thinking and answer."""
-
-    question: str
-    text: str
-    split: Split
-    n_tokens: int
-
 
 def resolve_model_path(name_or_path: str | None) -> str:
     """``tiny`` (or nothing) means the embedded tiny model, built on first use."""
@@ -37,10 +25,6 @@ def resolve_model_path(name_or_path: str | None) -> str:
     if name_or_path in (None, "", TINY_MODEL):
         return str(ensure_tiny_model())
     return name_or_path
-
-
-class AdapterMismatchError(ValueError):
-    """A LoRA adapter whose weights name modules the base model does not have (it would load as a no-op)."""
 
 
 def load_adapter(model: Any, adapter: str | Path, *, is_trainable: bool = False):
@@ -88,34 +72,22 @@ def load_for_inference(model: str | None, adapter: str | Path | None = None, dev
     return lm.to(device).eval(), tokenizer, chat_format
 
 
-def generate(
-    model: Any,
-    tokenizer: Any,
-    chat_format: ChatFormat,
-    questions: list[str],
-    *,
-    max_new_tokens: int = 256,
-    batch_size: int = 16,
-    do_sample: bool = False,
-    seed: int = 0,
-    **sampling: Any,
-) -> list[Generation]:
-    """Generate one completion per question, ``batch_size`` prompts at a time (left-padded)."""
-    import torch
+def check_model_arguments(model: str | None, adapter: str | Path | None) -> None:
+    """Fail early, with a one-line message, on a missing local model folder or a folder that is not an adapter."""
+    if model and looks_like_path(model) and not Path(model).expanduser().exists():
+        raise ModelLoadError(f"model folder not found: {model}")
+    if adapter is not None:
+        adapter_dir = Path(adapter)
+        if not adapter_dir.is_dir():
+            raise ModelLoadError(f"adapter folder not found: {adapter}")
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise ModelLoadError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
 
-    torch.manual_seed(seed)
-    results: list[Generation] = []
-    gen_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": tokenizer.pad_token_id}
-    gen_kwargs.update({**CARD_SAMPLING, **sampling} if do_sample else sampling)
-    for start in range(0, len(questions), batch_size):
-        chunk = questions[start : start + batch_size]
-        prompts = [chat_format.render_prompt(tokenizer, q) for q in chunk]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            out = model.generate(**enc, **gen_kwargs)
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
-        for question, ids in zip(chunk, new_tokens, strict=True):
-            ids = ids[ids != tokenizer.pad_token_id]
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            results.append(Generation(question, text, chat_format.split(text), int(ids.numel())))
-    return results
+
+def adapter_base_model(adapter: str | Path) -> str | None:
+    """The base model an adapter was trained on, as recorded in its ``adapter_config.json``."""
+    path = Path(adapter) / "adapter_config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path") or None
+    except (OSError, ValueError):
+        return None
