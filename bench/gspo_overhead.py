@@ -23,8 +23,20 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "gspo.yaml"
 
 
 def args_for(output_dir: str, steps: int) -> list[str]:
-    return ["--config", str(RECIPE), "--output_dir", output_dir, "--max_steps", str(steps), "--save_steps", "1000",
-            "--max_prompts", "32", "--disable_tqdm", "true"]  # fmt: skip
+    return [
+        "--config",
+        str(RECIPE),
+        "--output_dir",
+        output_dir,
+        "--max_steps",
+        str(steps),
+        "--save_steps",
+        "1000",
+        "--max_prompts",
+        "32",
+        "--disable_tqdm",
+        "true",
+    ]
 
 
 def bare_trl(steps: int) -> float:
@@ -49,8 +61,14 @@ def bare_trl(steps: int) -> float:
         ds = Dataset.from_list([fmt.rl_example(r) for r in train[: train_args.max_prompts]])
         funcs, weights, _ = build_rewards(rewards, judge.to_config())
         train_args.reward_weights = weights
-        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=train_args, train_dataset=ds,
-                              processing_class=tokenizer, peft_config=get_peft_config(model_args))  # fmt: skip
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=funcs,
+            args=train_args,
+            train_dataset=ds,
+            processing_class=tokenizer,
+            peft_config=get_peft_config(model_args),
+        )
         trainer.train()
         trainer.save_model(out)
         return time.perf_counter() - start
@@ -76,8 +94,10 @@ def main() -> None:
         ours.append(medgspo_stage(args.steps))
         print(f"repeat {i + 1}: bare TRL {bare[-1]:.2f} s, medgspo {ours[-1]:.2f} s")
     ratio = statistics.median(ours) / statistics.median(bare)
-    print(f"\n{args.steps} GSPO steps, median of {args.repeats}: bare TRL {statistics.median(bare):.2f} s, "
-          f"medgspo {statistics.median(ours):.2f} s, ratio {ratio:.3f} (target <= 1.05)")  # fmt: skip
+    print(
+        f"\n{args.steps} GSPO steps, median of {args.repeats}: bare TRL {statistics.median(bare):.2f} s, "
+        f"medgspo {statistics.median(ours):.2f} s, ratio {ratio:.3f} (target <= 1.05)"
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ def test_top_level_help_does_not_import_torch():
     code = "import sys; from medgspo.cli import main; main(['--help'])"
     proc = subprocess.run(
         [sys.executable, "-c", code + "\nassert 'torch' not in sys.modules, 'torch imported'"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert "COMMAND" in proc.stdout
     assert "torch imported" not in proc.stderr
 

@@ -8,21 +8,55 @@ from medgspo.cli import main
 from medgspo.pipeline import route_arguments
 
 SHORT = [
-    "--sft.max_steps", "2", "--sft.max_train_samples", "8", "--sft.max_length", "512",
-    "--gspo.max_steps", "2", "--gspo.max_prompts", "8", "--gspo.max_completion_length", "12",
-    "--eval_limit", "3", "--eval_max_new_tokens", "12",
-]  # fmt: skip
+    "--sft.max_steps",
+    "2",
+    "--sft.max_train_samples",
+    "8",
+    "--sft.max_length",
+    "512",
+    "--gspo.max_steps",
+    "2",
+    "--gspo.max_prompts",
+    "8",
+    "--gspo.max_completion_length",
+    "12",
+    "--eval_limit",
+    "3",
+    "--eval_max_new_tokens",
+    "12",
+]
 
 
 def test_flags_are_routed_to_each_stage():
     pipe, sft, gspo = route_arguments(
-        ["--model_name_or_path", "m", "--sft.learning_rate=1e-4", "--gspo.beta", "0.01", "--judge_backend", "openai",
-         "--skip_gspo", "--gspo.lora_target_modules", "q_proj", "v_proj"], {"judge_backend"},
-    )  # fmt: skip
+        [
+            "--model_name_or_path",
+            "m",
+            "--sft.learning_rate=1e-4",
+            "--gspo.beta",
+            "0.01",
+            "--judge_backend",
+            "openai",
+            "--skip_gspo",
+            "--gspo.lora_target_modules",
+            "q_proj",
+            "v_proj",
+        ],
+        {"judge_backend"},
+    )
     assert pipe == ["--judge_backend", "openai", "--skip_gspo"]
     assert sft == ["--model_name_or_path", "m", "--learning_rate=1e-4"]
-    assert gspo == ["--model_name_or_path", "m", "--beta", "0.01", "--judge_backend", "openai",
-                    "--lora_target_modules", "q_proj", "v_proj"]  # fmt: skip
+    assert gspo == [
+        "--model_name_or_path",
+        "m",
+        "--beta",
+        "0.01",
+        "--judge_backend",
+        "openai",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+    ]
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
+from medgspo.judge.arguments import JudgeArguments
+from medgspo.utils.cli import Command, make_parser, parse
 from medgspo.utils.paths import RECIPES
 
 logger = logging.getLogger(__name__)
@@ -150,23 +151,38 @@ def write_report(path: Path, ctx: dict) -> None:
     lines = ["# medgspo pipeline report", "", f"Run folder: `{ctx['run_dir']}`; wall time {ctx['wall_s']:.0f} s.", ""]
     lines += ["## What happened", ""] + [f"- {n}" for n in ctx["findings"]] + [""]
     if ctx.get("tiny"):
-        lines += ["The embedded model is a ~1.6M-parameter random-init Qwen3.5 trained for minutes on a CPU: it shows "
-                  "the mechanics of each stage, not medical competence.", ""]  # fmt: skip
-    lines += ["## SFT", "", "| | value |", "|---|---|",
-              f"| base model | `{sft['base_model']}` |",
-              f"| records (train / held-out) | {sft['train']} / {sft['eval']} |",
-              f"| invalid skipped / too long truncated / dropped | {sft['skipped_invalid']} / {sft['truncated_too_long']} / {sft['dropped_too_long']} |",
-              f"| optimizer steps | {sft['global_step']} |",
-              f"| held-out loss before -> after | {_fmt(sft.get('eval_loss_before'))} -> {_fmt(sft.get('eval_loss_after'))} |", ""]  # fmt: skip
+        lines += [
+            "The embedded model is a ~1.6M-parameter random-init Qwen3.5 trained for minutes on a CPU: it shows "
+            "the mechanics of each stage, not medical competence.",
+            "",
+        ]
+    lines += [
+        "## SFT",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| base model | `{sft['base_model']}` |",
+        f"| records (train / held-out) | {sft['train']} / {sft['eval']} |",
+        f"| invalid skipped / too long truncated / dropped | {sft['skipped_invalid']} / {sft['truncated_too_long']} / {sft['dropped_too_long']} |",
+        f"| optimizer steps | {sft['global_step']} |",
+        f"| held-out loss before -> after | {_fmt(sft.get('eval_loss_before'))} -> {_fmt(sft.get('eval_loss_after'))} |",
+        "",
+    ]
     if gspo:
         js = gspo["judge_stats"]
-        lines += ["## GSPO", "", "| | value |", "|---|---|",
-                  f"| optimizer steps | {gspo['global_step']} |",
-                  f"| config | {', '.join(f'{k}={v}' for k, v in gspo['config'].items())} |",
-                  f"| reward weights | {gspo['reward_weights']} |",
-                  f"| judge | {gspo['judge']['backend']} `{gspo['judge']['model']}` |",
-                  f"| judge calls / cache hits / failures | {js['calls']} / {js['cache_hits']} / {js['failures']} |",
-                  f"| judge tokens in / out, cost | {js['prompt_tokens']} / {js['completion_tokens']}, ${js['cost_usd']} |", ""]  # fmt: skip
+        lines += [
+            "## GSPO",
+            "",
+            "| | value |",
+            "|---|---|",
+            f"| optimizer steps | {gspo['global_step']} |",
+            f"| config | {', '.join(f'{k}={v}' for k, v in gspo['config'].items())} |",
+            f"| reward weights | {gspo['reward_weights']} |",
+            f"| judge | {gspo['judge']['backend']} `{gspo['judge']['model']}` |",
+            f"| judge calls / cache hits / failures | {js['calls']} / {js['cache_hits']} / {js['failures']} |",
+            f"| judge tokens in / out, cost | {js['prompt_tokens']} / {js['completion_tokens']}, ${js['cost_usd']} |",
+            "",
+        ]
         lines += [f"> {note}" for note in gspo["clipping_notes"]] + [""]
         lines += [f"![{Path(p).stem}]({Path(p).relative_to(ctx['run_dir'])})" for p in gspo["plots"]] + [""]
     if ctx.get("eval_md"):
@@ -188,27 +204,36 @@ def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
     """Route the flags, run every stage, evaluate, write ``report.md``."""
     from medgspo.eval.metrics import markdown_table
     from medgspo.eval.open_ended import run_eval
-    from medgspo.train.gspo import JudgeArguments, parse_gspo, run_gspo
+    from medgspo.train.gspo import GSPO_ARGUMENTS, run_gspo
     from medgspo.train.plots import read_metrics
-    from medgspo.train.sft import EVAL_SPLIT_FILE, run_sft
+    from medgspo.train.sft import EVAL_SPLIT_FILE, SFT_ARGUMENTS, run_sft
 
     start = time.perf_counter()
     judge_fields = set(JudgeArguments.__dataclass_fields__)
     pipe_argv, sft_argv, gspo_argv = route_arguments(list(argv or []), judge_fields)
-    pipe_args, judge_args = parse((PipelineArguments, JudgeArguments), pipe_argv, "medgspo pipeline")
+    pipe_args, judge_args = parse(make_parser(PIPELINE_ARGUMENTS, "medgspo pipeline"), pipe_argv)
+    judge_args.check()
     run_dir = Path(pipe_args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- stage 1: SFT -----------------------------------------------------------------------------------------
-    sft_cfg = parse((DataArguments, FormatArguments, MedSFTConfig, MedModelConfig),
-                    ["--config", pipe_args.sft_config, *sft_argv, "--output_dir", str(run_dir / "sft")])  # fmt: skip
+    sft_argv = ["--config", pipe_args.sft_config, *sft_argv, "--output_dir", str(run_dir / "sft")]
+    sft_cfg = parse(make_parser(SFT_ARGUMENTS, "medgspo pipeline (SFT)"), sft_argv)
     sft = run_sft(*sft_cfg)
 
     # ---- stage 2: GSPO ----------------------------------------------------------------------------------------
     gspo = None
     if not pipe_args.skip_gspo:
-        gspo_cfg = parse_gspo(["--config", pipe_args.gspo_config, *gspo_argv, "--output_dir", str(run_dir / "gspo"),
-                               "--sft_adapter", str(sft.output_dir)])  # fmt: skip
+        gspo_argv = [
+            "--config",
+            pipe_args.gspo_config,
+            *gspo_argv,
+            "--output_dir",
+            str(run_dir / "gspo"),
+            "--sft_adapter",
+            str(sft.output_dir),
+        ]
+        gspo_cfg = parse(make_parser(GSPO_ARGUMENTS, "medgspo pipeline (GSPO)"), gspo_argv)
         gspo = run_gspo(*gspo_cfg)
 
     # ---- evaluation: base, SFT, GSPO on the held-out split, same judge ------------------------------------------
@@ -218,20 +243,29 @@ def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
     models = [("base", base, None), ("sft", base, str(sft.output_dir))]
     models += [("gspo", base, str(gspo.output_dir))] if gspo else []
     summaries = run_eval(
-        models, held, judge_args.to_config(run_dir / "judge_cache.sqlite"), run_dir / "eval",
-        batch_size=pipe_args.eval_batch_size, max_new_tokens=pipe_args.eval_max_new_tokens,
-        do_sample=pipe_args.eval_sample, seed=pipe_args.eval_seed,
-    )  # fmt: skip
+        models,
+        held,
+        judge_args.to_config(run_dir / "judge_cache.sqlite"),
+        run_dir / "eval",
+        batch_size=pipe_args.eval_batch_size,
+        max_new_tokens=pipe_args.eval_max_new_tokens,
+        do_sample=pipe_args.eval_sample,
+        seed=pipe_args.eval_seed,
+    )
     samples = _samples(run_dir / "eval" / "generations.jsonl")
 
     # ---- report -------------------------------------------------------------------------------------------------
     gspo_rows = read_metrics(gspo.output_dir / "metrics.jsonl") if gspo else []
     ctx = {
-        "run_dir": run_dir, "wall_s": time.perf_counter() - start, "sft": sft.summary,
-        "gspo": gspo.summary if gspo else None, "eval_md": markdown_table(summaries),
-        "findings": findings(summaries, gspo_rows), "samples": samples,
+        "run_dir": run_dir,
+        "wall_s": time.perf_counter() - start,
+        "sft": sft.summary,
+        "gspo": gspo.summary if gspo else None,
+        "eval_md": markdown_table(summaries),
+        "findings": findings(summaries, gspo_rows),
+        "samples": samples,
         "tiny": sft.summary["base_model"] in (None, "tiny"),
-    }  # fmt: skip
+    }
     report_path = run_dir / "report.md"
     write_report(report_path, ctx)
     (run_dir / "pipeline_args.json").write_text(json.dumps(asdict(pipe_args), indent=2), encoding="utf-8")
@@ -247,3 +281,33 @@ def _samples(generations: Path) -> list[dict]:
         entry = by_question.setdefault(row["question"], {"question": row["question"], "reference": row["reference"]})
         entry[row["model"]] = {k: row[k] for k in ("completion", "thinking", "answer", "well_formed")}
     return list(by_question.values())
+
+
+# ---- the command ------------------------------------------------------------------------------------------------
+PIPELINE_ARGUMENTS = (PipelineArguments, JudgeArguments)
+
+
+def run_command(argv: list[str]) -> int:
+    """``medgspo pipeline``: run the job, print a sample of each model and the report's path."""
+    report = run_pipeline(argv)
+    if report.samples:
+        sample = report.samples[0]
+        print(f"\nQuestion:  {sample['question']}\nReference: {sample['reference']}")
+        for name, title in (("base", "before SFT (base model)"), ("sft", "after SFT"), ("gspo", "after GSPO")):
+            if name in sample:
+                print(f"\n--- {title} ---\n{sample[name]['completion'][:400]}")
+    print(f"\nDone. Adapter: {report.adapter_dir}")
+    print(f"Report:        {report.report_path}")
+    return 0
+
+
+COMMANDS = [
+    Command(
+        "pipeline",
+        PIPELINE_ARGUMENTS,
+        run_command,
+        "The main job: tiny model -> SFT -> GSPO -> evaluation -> report.md. `--sft.FIELD v` / `--gspo.FIELD v` "
+        "override one stage's recipe; --model_name_or_path, --dataset_name, --eval_size, --split_seed go to both.",
+        own_parsing=True,
+    )
+]

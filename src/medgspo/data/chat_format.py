@@ -68,11 +68,6 @@ def _strip_tags(text: str) -> str:
     return text.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
 
 
-def extract_answer(text: str) -> str:
-    """The final answer of a completion (text after the last ``</think>``), or ``""`` if there is none."""
-    return split_completion(text).answer
-
-
 def completion_text(completion: Any) -> str:
     """Text of a TRL completion: a plain string or a conversational list of messages."""
     if isinstance(completion, str):
@@ -92,6 +87,11 @@ class ChatFormat:
     think_open: str = THINK_OPEN
     think_close: str = THINK_CLOSE
     template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_arguments(cls, format_args: Any) -> ChatFormat:
+        """The format ``--system_prompt`` and ``--enable_thinking`` describe (:class:`~medgspo.data.arguments.FormatArguments`)."""
+        return cls(system_prompt=format_args.system_prompt, enable_thinking=format_args.enable_thinking)
 
     # ---- building examples -------------------------------------------------------------------------------------
     def messages(self, question: str) -> list[dict[str, str]]:

@@ -68,13 +68,11 @@ class Record:
 
 @dataclass
 class LoadReport:
-    """What loading did: records kept, problems found, records skipped, truncated or dropped."""
+    """What loading did: records kept, problems found, records skipped."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     skipped: int = 0
-    truncated: int = 0
-    dropped_too_long: int = 0
     sources: list[str] = field(default_factory=list)
 
 

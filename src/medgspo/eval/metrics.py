@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
-from statistics import NormalDist
+from collections.abc import Mapping, Sequence
+from statistics import NormalDist, fmean
 from typing import Any
 
 from medgspo.judge.tiers import TIER_KEYS, tier_key
 from medgspo.utils.stats import quantile
 
 # ---- intervals ----------------------------------------------------------------------------------------------------
-
 def bootstrap_ci(
     values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
 ) -> tuple[float, float]:
@@ -80,12 +79,6 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
 
 
 # ---- open-ended evaluation ----------------------------------------------------------------------------------------
-
-def _mean(values: Iterable[float]) -> float | None:
-    data = list(values)
-    return math.fsum(data) / len(data) if data else None
-
-
 def summarize_open(rows: Sequence[Mapping[str, Any]], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Summary of one model's judged answers.
 
@@ -122,14 +115,14 @@ def summarize_open(rows: Sequence[Mapping[str, Any]], *, n_boot: int = 2000, see
     low, high = bootstrap_ci(scores, n_boot=n_boot, seed=seed) if scores else (None, None)
     return {
         "n": n,
-        "format_compliance": (sum(bool(r["well_formed"]) for r in rows) / n) if n else None,
-        "mean_score": _mean(scores),
+        "format_compliance": _share(rows, "well_formed"),
+        "mean_score": fmean(scores) if scores else None,
         "score_ci_low": low,
         "score_ci_high": high,
         "judged": len(scores),
         "tier_counts": tiers,
-        "mean_think_chars": _mean(len(r["thinking"]) for r in rows),
-        "mean_answer_chars": _mean(len(r["answer"]) for r in rows),
+        "mean_think_chars": fmean(len(r["thinking"]) for r in rows) if rows else None,
+        "mean_answer_chars": fmean(len(r["answer"]) for r in rows) if rows else None,
         "distinct_answers": _distinct([r["answer"].strip() for r in rows if r["answer"].strip()]),
         "judge_failures": len(failures),
         "judge_abstained": sum(str(r.get("error") or "").startswith("undecided") for r in failures),
@@ -138,6 +131,11 @@ def summarize_open(rows: Sequence[Mapping[str, Any]], *, n_boot: int = 2000, see
 
 def _distinct(answers: list[str]) -> float | None:
     return len(set(answers)) / len(answers) if answers else None
+
+
+def _share(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    """The fraction of rows whose ``key`` is true (format compliance); ``None`` for no rows."""
+    return sum(bool(r[key]) for r in rows) / len(rows) if rows else None
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -160,8 +158,8 @@ def markdown_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     | sft | 1 | 100.0% | 2.00 [2.00, 2.00] | 1 / 0 / 0 / 0 / 0 | 1 / 2 | 100.0% | 0 |
     """
     tiers = " / ".join(TIER_KEYS)
-    header = ["model", "n", "format compliance", "mean score [95% CI]", f"tiers {tiers}", "think / answer chars",
-              "distinct answers", "judge failures"]  # fmt: skip
+    header = ["model", "n", "format compliance", "mean score [95% CI]", f"tiers {tiers}", "think / answer chars"]
+    header += ["distinct answers", "judge failures"]
     lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---|---|---:|---:|---:|"]
     for name, s in summaries.items():
         score = f"{_num(s['mean_score'])} [{_num(s['score_ci_low'])}, {_num(s['score_ci_high'])}]"
@@ -200,7 +198,7 @@ def summarize_mcq(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     n = len(rows)
     summary = _accuracy(sum(bool(r["correct"]) for r in rows), n)
     summary["no_choice"] = sum(r.get("prediction") is None for r in rows)
-    summary["format_compliance"] = (sum(bool(r["well_formed"]) for r in rows) / n) if n else None
+    summary["format_compliance"] = _share(rows, "well_formed")
     subjects: dict[str, list[bool]] = {}
     for row in rows:
         if row.get("subject"):
@@ -222,8 +220,8 @@ def mcq_markdown_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     ]
     for name, s in summaries.items():
         acc = f"{_pct(s['accuracy'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]"
-        lines.append("| " + " | ".join(_cell(c) for c in (name, s["n"], acc, s["no_choice"],
-                                                               _pct(s["format_compliance"]))) + " |")  # fmt: skip
+        cells = [name, s["n"], acc, s["no_choice"], _pct(s["format_compliance"])]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     subjects = sorted({subject for s in summaries.values() for subject in s.get("per_subject", {})})
     if subjects:
         names = list(summaries)

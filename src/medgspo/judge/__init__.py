@@ -1,8 +1,12 @@
-"""The LLM-as-judge reward: a 5-tier Chinese medical rubric, a pure verdict parser and an async judge client.
+"""The judge stage: the 5-tier Chinese medical rubric, a pure verdict parser and the judges that apply them.
+Backends ``openai``/``local`` (an async HTTP client with retries, cache and cost) and ``reference`` (offline).
 
 Three layers, each testable alone: the rubric prompt (``rubric_v1.txt`` + :mod:`.prompt`), :func:`parse_score`
-(:mod:`.parse`), and a judge that owns retries, deadlines, concurrency, cache and cost (:mod:`.client`, with
-:mod:`.cache` and :mod:`.accounting`). Backends:
+(:mod:`.parse`, tiers in :mod:`.tiers`), and a judge that owns retries, deadlines, concurrency, cache and cost
+(:mod:`.base` for the batch path shared by every backend, :mod:`.retry` for the HTTP retry policy, :mod:`.client`
+for the OpenAI-compatible client, with :mod:`.cache` and :mod:`.accounting`). Its flags are
+:class:`~medgspo.judge.arguments.JudgeArguments` (``--judge_backend`` ...) and ``medgspo judge`` is :mod:`.cli`.
+Backends:
 
 * ``openai``: any OpenAI-compatible API through the official ``openai`` SDK (DeepSeek by default);
 * ``local``: the same client pointed at a local server (vLLM, SGLang, Ollama), no API key needed;
@@ -17,21 +21,25 @@ A failed judgment has ``score=None`` (TRL skips it); it is never turned into 0.0
 from __future__ import annotations
 
 from medgspo.judge.accounting import JudgeStats, Judgment, Prices, summary_lines
+from medgspo.judge.arguments import JudgeArguments
+from medgspo.judge.base import BaseJudge
+from medgspo.judge.client import OpenAIJudge
 from medgspo.judge.config import BACKENDS, DEEPSEEK_BASE_URL, LOCAL_BASE_URL, Judge, JudgeConfig, JudgeFatalError
 from medgspo.judge.parse import Verdict, parse_score, parse_verdict
 from medgspo.judge.prompt import JudgeItem, build_messages, load_rubric, render_candidate
-from medgspo.judge.tiers import TIER_NAMES, TIERS, label_for
+from medgspo.judge.reference import ReferenceJudge
+from medgspo.judge.tiers import MALFORMED_SCORE, TIER_NAMES, TIERS, label_for
 
 
 def make_judge(config: JudgeConfig | None = None, *, api_key: str | None = None) -> Judge:
-    """Build the judge for ``config.backend``; ``api_key`` overrides the environment variable (tests, notebooks)."""
+    """Build the judge for ``config.backend``; ``api_key`` overrides the environment variable (tests, notebooks).
+
+    >>> type(make_judge(JudgeConfig(backend="reference"))).__name__
+    'ReferenceJudge'
+    """
     config = config or JudgeConfig()
     if config.backend == "reference":
-        from medgspo.judge.reference import ReferenceJudge
-
         return ReferenceJudge(config)
-    from medgspo.judge.client import OpenAIJudge
-
     return OpenAIJudge(config, api_key=api_key)
 
 
@@ -39,15 +47,20 @@ __all__ = [
     "BACKENDS",
     "DEEPSEEK_BASE_URL",
     "LOCAL_BASE_URL",
+    "MALFORMED_SCORE",
     "TIERS",
     "TIER_NAMES",
+    "BaseJudge",
     "Judge",
+    "JudgeArguments",
     "JudgeConfig",
     "JudgeFatalError",
     "JudgeItem",
     "JudgeStats",
     "Judgment",
+    "OpenAIJudge",
     "Prices",
+    "ReferenceJudge",
     "Verdict",
     "build_messages",
     "label_for",

@@ -26,8 +26,11 @@ class JudgeArguments:
 
     judge_backend: str = field(
         default="reference",
-        metadata={"help": "`reference` (offline heuristic), `openai` (an OpenAI-compatible API, DeepSeek by "
-                  "default) or `local` (a local server such as vLLM; needs --judge_model).", "choices": BACKENDS},
+        metadata={
+            "help": "`reference` (offline heuristic), `openai` (an OpenAI-compatible API, DeepSeek by "
+            "default) or `local` (a local server such as vLLM; needs --judge_model).",
+            "choices": BACKENDS,
+        },
     )
     judge_model: str | None = field(default=None, metadata={"help": f"Judge model (default {_DEFAULTS.model})."})
     judge_base_url: str | None = field(
@@ -73,6 +76,8 @@ class JudgeArguments:
             raise ConfigError(f"--judge_deadline_s must be > 0 seconds (got {self.judge_deadline_s})")
         if self.judge_max_retries < 0:
             raise ConfigError(f"--judge_max_retries must be >= 0 (got {self.judge_max_retries})")
+        if self.judge_max_answer_chars < 1:
+            raise ConfigError(f"--judge_max_answer_chars must be >= 1 (got {self.judge_max_answer_chars})")
         score = self.judge_undecided_score
         if score is not None:
             if self.judge_backend != "reference":

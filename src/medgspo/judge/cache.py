@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from medgspo.errors import ConfigError
 from medgspo.judge.accounting import Judgment
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,9 @@ class JudgeCache:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"judge cache {self.path} cannot be used as a SQLite database: {exc}") from None
+            raise ConfigError(
+                f"judge cache {self.path} cannot be used as a SQLite database ({exc}); check --judge_cache"
+            ) from None
         logger.debug("Judge cache at %s holds %d verdicts.", self.path, len(self))
 
     def get(self, key: str) -> Judgment | None:

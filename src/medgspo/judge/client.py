@@ -1,17 +1,16 @@
-"""The async judge client on the official ``openai`` SDK, for any OpenAI-compatible ``base_url``.
+"""The LLM judge client (backends ``openai`` and ``local``) on the official ``openai`` SDK, for any
+OpenAI-compatible ``base_url``; built by :func:`medgspo.judge.make_judge`.
 
-:class:`BaseJudge` turns a batch of items into unique jobs: a completion with no ``</think>`` or an empty answer
-is -1.0 without a call, identical answers in a batch are judged once, and batch/run accounting is kept.
-:class:`OpenAIJudge` judges the jobs concurrently (a semaphore bounds in-flight calls) and owns:
+:class:`OpenAIJudge` judges the unique jobs of a batch (:mod:`.base` plans them and answers what the cache holds)
+concurrently, a semaphore bounding the calls in flight, and owns:
 
 * a hard per-call deadline (``asyncio.timeout``): DeepSeek keeps slow connections alive with blank lines, so an
   HTTP read timeout alone can hang for minutes;
 * retries with exponential backoff and jitter on 408/409/429/5xx, deadlines, connection errors and malformed
-  bodies, honouring ``Retry-After`` (seconds, HTTP date or ``retry-after-ms``);
+  bodies, honouring ``Retry-After`` (the policy is :mod:`.retry`);
 * a bounded number of re-asks when the reply is blank or holds no verdict;
 * :class:`~medgspo.judge.JudgeFatalError` on 400/401/402/403/404/422 (no retry; the run stops with a clear
-  message, never containing the key);
-* the persistent cache (:mod:`.cache`) and the token/latency accounting (:mod:`.accounting`).
+  message, never containing the key).
 
 Requests go through ``AsyncOpenAI.post`` (the SDK's documented way to send a custom body) with a plain JSON body:
 temperature 0, JSON mode, thinking off where the provider supports it. The typed ``chat.completions.create``
@@ -26,86 +25,30 @@ the wire before the next is built (see :func:`_gather_or_cancel`).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import os
 import random
-import re
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
 from medgspo.judge.accounting import JudgeStats, Judgment, usage_from_response
-from medgspo.judge.cache import JudgeCache, cache_key
+from medgspo.judge.base import BaseJudge, Job
 from medgspo.judge.config import JudgeConfig, JudgeFatalError
 from medgspo.judge.parse import parse_verdict
-from medgspo.judge.prompt import JudgeItem, build_messages, load_rubric, reask_messages, render_candidate
-from medgspo.judge.tiers import TIERS
+from medgspo.judge.prompt import build_messages, reask_messages
+from medgspo.judge.retry import (
+    TransientError,
+    backoff_delay,
+    provider_message,
+    redact,
+    status_error,
+    within,
+)
 
 logger = logging.getLogger(__name__)
-
-RETRY_STATUS = frozenset({408, 409, 429})
-FATAL_HINTS = {
-    400: "the request was rejected; check --model, the provider's parameters (try --no-json-mode) and prompt size",
-    401: "authentication failed; check the API key in the environment variable {env}",
-    402: "the judge account is out of balance (402 Payment Required); top it up, then resume (the cache keeps "
-    "finished verdicts)",
-    403: "permission denied for this key or model",
-    404: "not found; check --base-url (OpenAI-compatible servers usually end in /v1) and --model",
-    422: "the request was rejected as unprocessable; check --model and the provider's parameters",
-}
-_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
-Progress = Callable[[int], None]
-
-
-class _Transient(Exception):
-    """A failed attempt worth retrying."""
-
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class Job:
-    """One unique thing to judge: the texts the judge sees and their cache key."""
-
-    question: str
-    reference: str
-    candidate: str
-    key: str
-
-
-def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), else ``None``.
-
-    >>> parse_retry_after({"retry-after": "2"}), parse_retry_after({"retry-after-ms": "150"})
-    (2.0, 0.15)
-    >>> parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:05 GMT"}, now=1445412480.0)
-    5.0
-    """
-    if not headers:
-        return None
-    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = lowered.get(name, "").strip()
-        if not value:
-            continue
-        try:
-            return max(float(value) / scale, 0.0)
-        except ValueError:
-            pass
-        try:
-            when = email.utils.parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError):
-            continue
-        return max(when - (time.time() if now is None else now), 0.0)
-    return None
 
 
 def thinking_params(config: JudgeConfig) -> dict[str, Any]:
@@ -129,7 +72,13 @@ def request_fields(config: JudgeConfig) -> dict[str, Any]:
 
 
 def message_content(data: dict[str, Any]) -> str | None:
-    """The assistant's ``content`` (never ``reasoning_content``); ``None`` when the body has no message."""
+    """The assistant's ``content`` (never ``reasoning_content``); ``None`` when the body has no message.
+
+    >>> message_content({"choices": [{"message": {"content": "A", "reasoning_content": "B"}}]})
+    'A'
+    >>> message_content({"choices": []}) is None
+    True
+    """
     try:
         message = data["choices"][0]["message"]
     except (KeyError, IndexError, TypeError):
@@ -140,106 +89,6 @@ def message_content(data: dict[str, Any]) -> str | None:
     return content if isinstance(content, str) else None
 
 
-class BaseJudge(ABC):
-    """Batch bookkeeping shared by all backends: rule-scored items, in-batch de-duplication, accounting."""
-
-    backend = "base"
-
-    def __init__(self, config: JudgeConfig):
-        self.config = config
-        self.rubric = load_rubric()
-        self.stats = JudgeStats()
-        self.last_batch: JudgeStats | None = None
-
-    @property
-    def judge_id(self) -> str:
-        """What the verdicts depend on besides the prompt (the model name)."""
-        return self.config.model
-
-    async def judge_batch(
-        self, items: list[Any], *, stats: JudgeStats | None = None, progress: Progress | None = None
-    ) -> list[Judgment]:
-        """Judge ``items`` (dicts or :class:`JudgeItem`) concurrently; one :class:`Judgment` per item, in order.
-
-        ``stats`` (optional) receives this batch's counts as well as the run-level :attr:`stats`; ``progress``
-        is called with the number of items finished each time some finish.
-        """
-        start = time.perf_counter()
-        batch = JudgeStats()
-        results, groups, jobs = self._plan(items, batch)
-        if progress and any(results):
-            progress(sum(r is not None for r in results))
-
-        def done(key: str) -> None:
-            if progress:
-                progress(len(groups[key]))
-
-        try:
-            verdicts = await self._judge_jobs(list(jobs.values()), batch, done)
-            for key, indices in groups.items():
-                results[indices[0]] = verdicts[key]
-                batch.record(verdicts[key])
-                for i in indices[1:]:
-                    results[i] = replace(verdicts[key], cached=True)
-                    batch.record(results[i], duplicate=True)
-        finally:
-            batch.wall_s = time.perf_counter() - start
-            for target in (self.stats, stats):
-                if target is not None:
-                    target.merge(batch)
-            self.last_batch = batch
-        logger.debug("Judged %d items: %s", len(items), dict(batch.tiers))
-        return results  # type: ignore[return-value]  # every slot is filled above
-
-    def _plan(
-        self, items: list[Any], batch: JudgeStats
-    ) -> tuple[list[Judgment | None], dict[str, list[int]], dict[str, Job]]:
-        """Score items with no answer at once (-1.0); group the rest by cache key (identical answers judged once)."""
-        results: list[Judgment | None] = [None] * len(items)
-        groups: dict[str, list[int]] = {}
-        jobs: dict[str, Job] = {}
-        for i, raw in enumerate(items):
-            item = JudgeItem.from_mapping(raw)
-            answer, rule = item.final_answer()
-            if rule is not None:
-                results[i] = Judgment(TIERS["E"], "E", reason=rule, source="rule")
-                batch.record(results[i])
-                continue
-            job = self._job(item, answer)
-            groups.setdefault(job.key, []).append(i)
-            jobs.setdefault(job.key, job)
-        return results, groups, jobs
-
-    def _job(self, item: JudgeItem, answer: str) -> Job:
-        candidate = render_candidate(answer, self.config.max_answer_chars)
-        key = cache_key(self.judge_id, self.rubric.version, item.question.strip(), item.reference.strip(), candidate)
-        return Job(item.question, item.reference, candidate, key)
-
-    @abstractmethod
-    async def _judge_jobs(
-        self, jobs: list[Job], batch: JudgeStats, done: Callable[[str], None]
-    ) -> dict[str, Judgment]:
-        """Judge the jobs the cache could not answer; each backend implements it."""
-
-    async def aclose(self) -> None:
-        """Release network connections and files."""
-        await self._close_http()
-
-    async def _close_http(self) -> None:  # noqa: B027  (a default no-op; the HTTP backend overrides it)
-        """Release the connections bound to the current event loop."""
-
-    def judge_batch_sync(self, items: list[Any]) -> list[Judgment]:
-        """:meth:`judge_batch` from synchronous code (evaluation scripts); not from inside a running loop."""
-
-        async def run() -> list[Judgment]:
-            try:
-                return await self.judge_batch(items)
-            finally:
-                await self._close_http()
-
-        return asyncio.run(run())
-
-
 class OpenAIJudge(BaseJudge):
     """LLM judge over an OpenAI-compatible chat-completions API. The key lives only inside this object."""
 
@@ -248,7 +97,6 @@ class OpenAIJudge(BaseJudge):
     def __init__(self, config: JudgeConfig, *, api_key: str | None = None):
         super().__init__(config)
         self._api_key = _resolve_key(config, api_key)
-        self.cache = JudgeCache(config.cache_path) if config.cache_path else None
         self._fields = request_fields(config)
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -261,18 +109,14 @@ class OpenAIJudge(BaseJudge):
         return f"OpenAIJudge(model={cfg.model!r}, base_url={cfg.endpoint!r}, concurrency={cfg.concurrency})"
 
     # ---- batch ---------------------------------------------------------------------------------------------
-    async def _judge_jobs(
-        self, jobs: list[Job], batch: JudgeStats, done: Callable[[str], None]
-    ) -> dict[str, Judgment]:
-        verdicts = self.cache.get_many(j.key for j in jobs) if self.cache is not None else {}
-        for key in verdicts:
-            done(key)
+    async def _judge_new(self, jobs: list[Job], batch: JudgeStats, done: Callable[[str], None]) -> dict[str, Judgment]:
+        verdicts: dict[str, Judgment] = {}
 
         async def run(job: Job) -> None:
             verdicts[job.key] = await self._judge_job(job, batch)
             done(job.key)
 
-        await _gather_or_cancel([run(job) for job in jobs if job.key not in verdicts])
+        await _gather_or_cancel([run(job) for job in jobs])
         return verdicts
 
     async def _judge_job(self, job: Job, batch: JudgeStats) -> Judgment:
@@ -283,7 +127,7 @@ class OpenAIJudge(BaseJudge):
         while True:
             try:
                 data = await self._call(messages, batch)
-            except _Transient as exc:
+            except TransientError as exc:
                 failures += 1
                 if failures > cfg.max_retries:
                     return self._failed(f"{exc.reason} (gave up after {failures} attempts)")
@@ -298,8 +142,7 @@ class OpenAIJudge(BaseJudge):
             verdict = parse_verdict(content)
             if verdict.score is not None:
                 judgment = Judgment(verdict.score, verdict.label, reason=verdict.reason)
-                if self.cache is not None:
-                    self.cache.put(job.key, judgment, model=self.judge_id, prompt_version=self.rubric.version)
+                self._remember(job, judgment)
                 return judgment
             if reasks >= cfg.max_reasks:
                 shown = "blank reply" if not (content or "").strip() else repr(content.strip()[:80])
@@ -323,45 +166,49 @@ class OpenAIJudge(BaseJudge):
         async with semaphore:
             start = time.perf_counter()
             try:
-                raw = await _within(client.post("/chat/completions", body=body, cast_to=bytes), self.config.deadline_s)
+                raw = await within(client.post("/chat/completions", body=body, cast_to=bytes), self.config.deadline_s)
             except asyncio.TimeoutError:
                 batch.record_call(None, None)
-                raise _Transient(f"deadline exceeded: no complete reply within {self.config.deadline_s:g} s") from None
+                raise TransientError(
+                    f"deadline exceeded: no complete reply within {self.config.deadline_s:g} s"
+                ) from None
             except openai.APIStatusError as exc:
                 batch.record_call(None, None)
                 raise self._status_error(exc) from None
             except openai.APIError as exc:  # connection errors, SDK timeouts, invalid responses
                 batch.record_call(None, None)
-                raise _Transient(f"connection error: {type(exc).__name__}") from None
+                raise TransientError(f"connection error: {type(exc).__name__}") from None
             latency = time.perf_counter() - start
         try:
             data = _decode(raw)
-        except _Transient:
+        except TransientError:
             batch.record_call(None, latency)
             raise
         batch.record_call(usage_from_response(data), latency)
         if not isinstance(data.get("choices"), list) or not data["choices"]:
-            raise _Transient("malformed response: no choices in the body")
+            raise TransientError("malformed response: no choices in the body")
         return data
 
     def _status_error(self, exc: Any) -> Exception:
-        """A retryable :class:`_Transient` or a :class:`JudgeFatalError` for an HTTP error status."""
-        status = int(exc.status_code)
-        detail = self._redact(_provider_message(exc))[:300]
-        if status in RETRY_STATUS or status >= 500:
-            return _Transient(f"HTTP {status}: {detail}", retry_after=parse_retry_after(exc.response.headers))
-        hint = FATAL_HINTS.get(status, "the request was rejected").format(env=self.config.api_key_env)
-        message = f"judge API {self.config.endpoint} returned HTTP {status}: {hint}. Provider said: {detail}"
-        return JudgeFatalError(self._redact(message))
+        """A retryable :class:`TransientError` or a :class:`JudgeFatalError` for an SDK status error."""
+        detail = self._redact(provider_message(exc))[:300]
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        error = status_error(
+            int(exc.status_code), detail, headers, endpoint=self.config.endpoint, api_key_env=self.config.api_key_env
+        )
+        return JudgeFatalError(self._redact(str(error))) if isinstance(error, JudgeFatalError) else error
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds before retry ``attempt``: ``Retry-After`` when given (plus up to 10% jitter), else exponential
-        backoff with equal jitter, capped."""
+        """Seconds before retry ``attempt`` (:func:`~medgspo.judge.retry.backoff_delay` with this config)."""
         cfg = self.config
-        if retry_after is not None:
-            return min(retry_after * (1 + 0.1 * self._rng.random()), cfg.max_retry_after_s)
-        cap = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempt - 1))
-        return cap * (0.5 + 0.5 * self._rng.random())
+        return backoff_delay(
+            attempt,
+            retry_after,
+            base_s=cfg.backoff_base_s,
+            max_s=cfg.backoff_max_s,
+            max_retry_after_s=cfg.max_retry_after_s,
+            rng=self._rng,
+        )
 
     def _resources(self) -> tuple[Any, asyncio.Semaphore]:
         """The SDK client and the semaphore of the running event loop (TRL runs async rewards on its own loop)."""
@@ -395,21 +242,13 @@ class OpenAIJudge(BaseJudge):
         )
 
     def _redact(self, text: str) -> str:
-        if self._api_key and len(self._api_key) >= 4:
-            text = text.replace(self._api_key, "***")
-        return _KEY_LIKE.sub("sk-***", text)
+        return redact(text, self._api_key)
 
-    async def _close_http(self) -> None:  # noqa: B027  (a default no-op; the HTTP backend overrides it)
+    async def _close_http(self) -> None:
         client, loop = self._client, self._loop
         self._client = self._loop = self._semaphore = None
         if client is not None and loop is asyncio.get_running_loop():
             await client.close()
-
-    async def aclose(self) -> None:
-        await self._close_http()
-        if self.cache is not None:
-            self.cache.close()
-            self.cache = None
 
 
 def _resolve_key(config: JudgeConfig, api_key: str | None) -> str:
@@ -420,7 +259,8 @@ def _resolve_key(config: JudgeConfig, api_key: str | None) -> str:
         return "EMPTY"  # local servers ignore the key; the SDK wants one
     raise JudgeFatalError(
         f"no judge API key: set the environment variable {config.api_key_env} (or name another one with "
-        "--api-key-env); use --backend local for a local server or --backend reference to run offline"
+        "--judge_api_key_env); use --judge_backend local for a local server or --judge_backend reference to run "
+        "offline"
     )
 
 
@@ -429,28 +269,10 @@ def _decode(raw: Any) -> dict[str, Any]:
     try:
         data = json.loads(raw) if isinstance(raw, (bytes, bytearray, str)) else raw
     except ValueError:
-        raise _Transient("malformed response: body is not JSON") from None
+        raise TransientError("malformed response: body is not JSON") from None
     if not isinstance(data, dict):
-        raise _Transient("malformed response: body is not a JSON object")
+        raise TransientError("malformed response: body is not a JSON object")
     return data
-
-
-def _provider_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        message = inner.get("message") if isinstance(inner, dict) else inner
-        if message:
-            return str(message)
-    return str(getattr(exc, "message", "") or type(exc).__name__)
-
-
-async def _within(awaitable: Any, seconds: float) -> Any:
-    """Await with a hard deadline (``asyncio.TimeoutError`` past it); ``asyncio.timeout`` spawns no extra task."""
-    if hasattr(asyncio, "timeout"):  # Python >= 3.11
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    return await asyncio.wait_for(awaitable, seconds)
 
 
 async def _gather_or_cancel(coros: list[Any]) -> None:

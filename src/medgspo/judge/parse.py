@@ -68,8 +68,6 @@ class _Stmt(NamedTuple):
     marked: bool  # a conclusion (JSON, [[...]], 最终..., bare last line)
 
 
-
-
 def parse_score(raw: str | None) -> float | None:
     """The tier value of a judge reply, or ``None`` when it holds no single valid verdict.
 

@@ -73,11 +73,17 @@ class JudgeItem:
         return cls(row["question"], row["reference"], answer=answer, completion=completion)
 
     def final_answer(self) -> tuple[str, str | None]:
-        """``(answer, rule)``: the text the judge reads, and why it is judged -1.0 without a call (or ``None``).
+        """``(answer, rule)``: the text the judge reads, and why it scores
+        :data:`~medgspo.judge.tiers.MALFORMED_SCORE` (-1.0) without a call (or ``None``).
 
         ``completion`` wins when both are given: it is the model's raw output, so the layout rules apply as in
         evaluation: no ``</think>``, several ``</think>`` or a stray ``<think>`` is malformed and scored -1.0 by rule
         (otherwise a policy learns that closing its thinking twice turns a -1.0 into a judged answer).
+
+        >>> JudgeItem("问", "参考", completion="想到一半").final_answer()
+        ('', 'no </think> in completion')
+        >>> JudgeItem("问", "参考", completion="想</think>\\n肺炎。").final_answer()
+        ('肺炎。', None)
         """
         if self.completion is not None:
             if THINK_CLOSE not in self.completion:

@@ -28,8 +28,7 @@ from difflib import SequenceMatcher
 from typing import NamedTuple
 
 from medgspo.judge.accounting import JudgeStats, Judgment
-from medgspo.judge.client import BaseJudge, Job
-from medgspo.judge.config import JudgeConfig
+from medgspo.judge.base import BaseJudge, Job
 from medgspo.judge.tiers import TIERS, label_for
 
 logger = logging.getLogger(__name__)
@@ -216,17 +215,13 @@ class ReferenceJudge(BaseJudge):
     """The heuristic behind the async judge interface; no network, no cache (it takes microseconds)."""
 
     backend = "reference"
-
-    def __init__(self, config: JudgeConfig):
-        super().__init__(config)
+    uses_cache = False
 
     @property
     def judge_id(self) -> str:
         return "reference-heuristic"
 
-    async def _judge_jobs(
-        self, jobs: list[Job], batch: JudgeStats, done: Callable[[str], None]
-    ) -> dict[str, Judgment]:
+    async def _judge_new(self, jobs: list[Job], batch: JudgeStats, done: Callable[[str], None]) -> dict[str, Judgment]:
         verdicts = {}
         for job in jobs:
             verdicts[job.key] = self._judgment(reference_verdict(job.question, job.reference, job.candidate))

@@ -1,5 +1,7 @@
 """The five reward tiers of the medical judge: one table read by the parser, the metrics, the plots and the rubric.
 
+The tiers, best first (a completion with no closed thinking block is tier E by rule, :data:`MALFORMED_SCORE`):
+
     label  value  meaning
     A      +2.0   same meaning as the reference
     B      +0.5   different wording, medically reasonable
@@ -20,8 +22,13 @@ TIER_NAMES: dict[str, str] = {
     "D": "contradicts the reference",
     "E": "incoherent, broken or empty",
 }
-TIER_SHORT: dict[str, str] = {"A": "same meaning", "B": "reasonable", "C": "non-medical", "D": "contradicts",
-                              "E": "incoherent"}
+TIER_SHORT: dict[str, str] = {
+    "A": "same meaning",
+    "B": "reasonable",
+    "C": "non-medical",
+    "D": "contradicts",
+    "E": "incoherent",
+}
 # Report keys, best first: {"+2.0": 2.0, "+0.5": 0.5, "0.0": 0.0, "-0.5": -0.5, "-1.0": -1.0}
 TIER_KEYS: dict[str, float] = {(f"{v:+.1f}" if v else "0.0"): v for v in TIERS.values()}
 MALFORMED_SCORE = TIERS["E"]  # a completion without a closed thinking block is incoherent by rule, never judged

@@ -96,10 +96,10 @@ def _completion_reward(score: Callable[[str], float], name: str) -> Callable[...
     return reward
 
 
-def guard_rewards(max_answer_chars: int = 300) -> dict[str, Callable[..., list[float]]]:
-    """The three guards as TRL reward functions, by name."""
-    return {
-        "repetition_guard": _completion_reward(repetition_penalty, "repetition_guard"),
-        "length_guard": _answer_reward(lambda a: length_penalty(a, max_answer_chars), "length_guard"),
-        "language_guard": _answer_reward(language_penalty, "language_guard"),
-    }
+repetition_guard = _completion_reward(repetition_penalty, "repetition_guard")
+language_guard = _answer_reward(language_penalty, "language_guard")
+
+
+def length_guard(max_answer_chars: int = 300) -> Callable[..., list[float]]:
+    """The answer-length guard as a TRL reward function, starting at ``max_answer_chars``."""
+    return _answer_reward(lambda a: length_penalty(a, max_answer_chars), "length_guard")

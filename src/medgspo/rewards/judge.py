@@ -1,6 +1,6 @@
-"""Reward functions for TRL's ``GRPOTrainer`` (GSPO): the LLM judge and the think/answer format.
+"""The judge reward for TRL's ``GRPOTrainer`` (GSPO): the 5-tier LLM judge over the text after ``</think>``.
 
-Both follow TRL's reward signature ``f(prompts, completions, completion_ids, **columns) -> list[float | None]``;
+It follows TRL's reward signature ``f(prompts, completions, completion_ids, **columns) -> list[float | None]``;
 the RL dataset's ``question`` and ``reference`` columns arrive as keyword lists, one entry per completion.
 
     judge = judge_reward(JudgeConfig(cache_path="runs/judge_cache.sqlite"))
@@ -20,26 +20,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from medgspo.data.chat_format import completion_text, split_completion
+from medgspo.data.chat_format import completion_text
 from medgspo.judge import Judge, JudgeConfig, JudgeItem, JudgeStats, make_judge
 
 logger = logging.getLogger(__name__)
-
-FORMAT_WELL_FORMED = 1.0
-FORMAT_MALFORMED = 0.0
-
-
-def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
-    """1.0 when a completion is well formed (one ``</think>``, at most one leading ``<think>``, a non-empty answer
-    after it), else 0.0. Weight it with ``GRPOConfig.reward_weights``.
-
-    >>> format_reward(["思考。\\n</think>\\n\\n诊断为肺炎。", "只有思考", [{"role": "assistant", "content": "</think>"}]])
-    [1.0, 0.0, 0.0]
-    """
-    return [
-        FORMAT_WELL_FORMED if split_completion(completion_text(c)).well_formed else FORMAT_MALFORMED
-        for c in completions
-    ]
 
 
 class JudgeReward:

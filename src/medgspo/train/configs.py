@@ -1,4 +1,4 @@
-"""Configuration dataclasses: TRL's configs extended with medgspo's data and chat-format fields.
+"""Training configuration: TRL's ``SFTConfig``, ``GRPOConfig`` and ``ModelConfig`` with the model card's defaults.
 
 A recipe is a YAML file whose keys are fields of these dataclasses; any field can be overridden on the command line
 (``medgspo sft --config recipes/tiny/sft.yaml --learning_rate 1e-3``), as with TRL's ``TrlParser``.
@@ -8,41 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, SFTConfig
+from trl import GRPOConfig, ModelConfig, SFTConfig
+
+from medgspo.data.arguments import DataArguments
+from medgspo.errors import ConfigError
+from medgspo.utils.generation import CARD_SAMPLING
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TINY_MODEL = "tiny"  # `--model_name_or_path tiny` builds (once) and uses the embedded tiny model
-
-
-@dataclass
-class DataArguments:
-    """Where the records come from and how they are split and filtered."""
-
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "Local .jsonl/.json/.parquet file or directory, or a Hub dataset id. Default: bundled data."
-        },
-    )
-    dataset_config: str | None = field(default="zh", metadata={"help": "Hub dataset config (medical-o1: `zh`)."})
-    dataset_split: str = field(default="train", metadata={"help": "Hub dataset split."})
-    eval_size: float = field(default=0.1, metadata={"help": "Held-out fraction (< 1) or count of records."})
-    split_seed: int = field(default=42, metadata={"help": "Seed of the deterministic train/eval split."})
-    skip_invalid: bool = field(
-        default=False, metadata={"help": "Skip (and count) invalid records instead of failing."}
-    )
-    oversized: str = field(
-        default="drop", metadata={"help": "Records longer than max_length: `drop` them or `truncate` their reasoning."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training records."})
-
-
-@dataclass
-class FormatArguments:
-    """The chat format (saved as chat_format.json beside every checkpoint)."""
-
-    system_prompt: str | None = field(default=None, metadata={"help": "Optional system turn before each question."})
-    enable_thinking: bool = field(default=True, metadata={"help": "Pass enable_thinking to the chat template."})
 
 
 @dataclass
@@ -76,8 +49,28 @@ class MedModelConfig(ModelConfig):
     )
 
 
-class ConfigError(ValueError):
-    """A configuration value the user must change; the message names the flag."""
+@dataclass
+class MedGSPOConfig(GRPOConfig):
+    """TRL's ``GRPOConfig`` with GSPO and the model card's defaults."""
+
+    importance_sampling_level: str = field(default="sequence", metadata={"help": "`sequence` = GSPO."})
+    loss_type: str = field(default="dr_grpo", metadata={"help": "Model card: dr_grpo. GSPO paper: grpo."})
+    num_generations: int | None = field(default=4, metadata={"help": "Completions per prompt (card: 4)."})
+    per_device_train_batch_size: int = field(default=2, metadata={"help": "Card: 2."})
+    gradient_accumulation_steps: int = field(default=4, metadata={"help": "Card: 4 (effective batch 8)."})
+    temperature: float = field(default=CARD_SAMPLING["temperature"], metadata={"help": "Rollout temperature."})
+    top_p: float = field(default=CARD_SAMPLING["top_p"], metadata={"help": "Rollout top-p."})
+    top_k: int = field(default=CARD_SAMPLING["top_k"], metadata={"help": "Rollout top-k."})
+    multi_objective_aggregation: str = field(
+        default="normalize_then_sum",
+        metadata={
+            "help": "Each reward is normalised per group before the weighted sum, so a failed judgment (None) "
+            "sits at its group's mean instead of counting as a 0.0 judge score."
+        },
+    )
+    sft_adapter: str | None = field(default=None, metadata={"help": "SFT adapter folder to continue from."})
+    resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in output_dir."})
+    max_prompts: int | None = field(default=None, metadata={"help": "Use at most this many training prompts."})
 
 
 def validate_common(data: DataArguments, model: ModelConfig, max_length: int | None) -> None:
@@ -92,14 +85,3 @@ def validate_common(data: DataArguments, model: ModelConfig, max_length: int | N
         raise ConfigError(f"--lora_alpha must be positive, got {model.lora_alpha}")
     if max_length is not None and max_length < 32:
         raise ConfigError(f"--max_length must be at least 32 tokens, got {max_length}")
-
-
-def parse(dataclass_types: tuple, argv: list[str] | None, prog: str | None = None):
-    """Parse ``--config recipe.yaml`` plus command-line overrides into the given dataclasses (TrlParser)."""
-    from trl import TrlParser
-
-    parser = TrlParser(dataclass_types, prog=prog)
-    try:
-        return parser.parse_args_and_config(argv)
-    except ValueError as err:  # dataclass __post_init__ checks (transformers, TRL, ours) reject a flag value
-        raise ConfigError(str(err)) from None

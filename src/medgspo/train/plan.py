@@ -19,11 +19,9 @@ All arithmetic lives in small pure functions that the tests check by hand.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -32,108 +30,6 @@ CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")
 TOKENS_PER_CJK_CHAR = 0.6  # DeepSeek's documented rule of thumb
 TOKENS_PER_OTHER_CHAR = 0.3
 CANDIDATE_SENTINEL = "\x00CANDIDATE\x00"
-
-
-# ---- batch arithmetic -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BatchPlan:
-    """How TRL's ``GRPOTrainer`` slices rollouts into optimizer steps, for ``num_processes`` processes."""
-
-    num_processes: int
-    per_device_batch: int
-    gradient_accumulation_steps: int
-    steps_per_generation: int
-    num_generations: int
-    num_iterations: int = 1
-    max_completion_length: int = 0
-
-    @property
-    def effective_batch(self) -> int:
-        """Completions per optimizer step, over all processes."""
-        return self.per_device_batch * self.gradient_accumulation_steps * self.num_processes
-
-    @property
-    def generation_batch(self) -> int:
-        """Completions sampled per rollout round, over all processes (TRL's ``generation_batch_size``)."""
-        return self.per_device_batch * self.steps_per_generation * self.num_processes
-
-    @property
-    def local_rollouts(self) -> int:
-        """Completions one process samples (and judges) per rollout round."""
-        return self.per_device_batch * self.steps_per_generation
-
-    @property
-    def prompts_per_generation(self) -> float:
-        return self.generation_batch / self.num_generations
-
-    @property
-    def optimizer_steps_per_generation(self) -> float:
-        """Optimizer steps taken on one rollout batch (more than 1: the later ones are off-policy)."""
-        return self.steps_per_generation * self.num_iterations / self.gradient_accumulation_steps
-
-    @property
-    def judge_calls_per_step(self) -> float:
-        """Completions judged per optimizer step (each rollout is judged once, however often it is reused)."""
-        return self.generation_batch / self.optimizer_steps_per_generation
-
-    @property
-    def prompts_per_step(self) -> float:
-        return self.judge_calls_per_step / self.num_generations
-
-    @property
-    def rollout_tokens_per_step(self) -> float:
-        """Upper bound on generated tokens per optimizer step (every completion at ``max_completion_length``)."""
-        return self.judge_calls_per_step * self.max_completion_length
-
-    def problems(self) -> list[str]:
-        """Settings TRL would reject, or that leave a rollout batch partly unused."""
-        out = []
-        if self.num_generations < 2:
-            out.append(f"num_generations={self.num_generations}: GRPO/GSPO needs at least 2 completions per prompt.")
-        if self.generation_batch % self.num_generations:
-            out.append(
-                f"generation batch {self.generation_batch} (per_device_train_batch_size {self.per_device_batch} x "
-                f"steps_per_generation {self.steps_per_generation} x {self.num_processes} processes) is not "
-                f"divisible by num_generations={self.num_generations}; TRL refuses it."
-            )
-        if (self.steps_per_generation * self.num_iterations) % self.gradient_accumulation_steps:
-            out.append(
-                f"steps_per_generation x num_iterations = {self.steps_per_generation * self.num_iterations} is not a "
-                f"multiple of gradient_accumulation_steps={self.gradient_accumulation_steps}: optimizer steps "
-                "straddle rollout batches. Use a multiple."
-            )
-        return out
-
-
-def batch_plan(training_args: Any, num_processes: int) -> BatchPlan:
-    """The :class:`BatchPlan` of a parsed GSPO config (``steps_per_generation`` defaults to the accumulation)."""
-    spg = training_args.steps_per_generation or training_args.gradient_accumulation_steps
-    return BatchPlan(
-        num_processes=num_processes,
-        per_device_batch=training_args.per_device_train_batch_size,
-        gradient_accumulation_steps=training_args.gradient_accumulation_steps,
-        steps_per_generation=spg,
-        num_generations=training_args.num_generations,
-        num_iterations=training_args.num_iterations,
-        max_completion_length=training_args.max_completion_length or 0,
-    )
-
-
-def judge_concurrency_per_process(provider_cap: int, world_size: int, local_rollouts: int) -> int:
-    """Judge calls one process keeps in flight: its share of the provider's cap, and no more than it has rollouts.
-
-    Every process judges its own rollouts at the same moment, so the job as a whole has
-    ``world_size x per-process`` calls in flight; this keeps that within ``provider_cap`` (when the cap is at least
-    the number of processes).
-
-    >>> judge_concurrency_per_process(32, 1, 8)    # one GPU, 8 rollouts per round: 8 in flight
-    8
-    >>> judge_concurrency_per_process(32, 4, 64)   # 4 processes share a cap of 32
-    8
-    >>> judge_concurrency_per_process(2, 4, 64)    # cap below the process count: one call each (a warning says so)
-    1
-    """
-    return max(1, min(local_rollouts, provider_cap // max(1, world_size)))
 
 
 # ---- judge tokens and cost --------------------------------------------------------------------------------------
@@ -176,9 +72,14 @@ def judge_prompt_tokens(question: str, reference: str, answer_chars: int) -> tup
 
 
 def judge_cost_plan(
-    records: list[dict], prices: Any, num_generations: int, calls_per_step: float, answer_chars: int,
-    output_tokens: float, prefix_cache: bool = True,
-) -> JudgeCostPlan:  # fmt: skip
+    records: list[dict],
+    prices: Any,
+    num_generations: int,
+    calls_per_step: float,
+    answer_chars: int,
+    output_tokens: float,
+    prefix_cache: bool = True,
+) -> JudgeCostPlan:
     """Mean tokens and cost per judge call over ``records``, and the calls per optimizer step."""
     if not records:
         raise ValueError("no records to estimate judge prompts from")
@@ -246,200 +147,3 @@ def count_parameters(model_path: str, lora_r: int, lora_alpha: int, targets: lis
     peft = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules=targets))
     lora = sum(p.numel() for n, p in peft.named_parameters() if "lora_" in n)
     return n_params, lora, getattr(config, "text_config", config)
-
-
-# ---- report -----------------------------------------------------------------------------------------------------
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
-def gspo_lines(training_args: Any, judge_args: Any, reward_args: Any, plan: BatchPlan, cost: JudgeCostPlan | None,
-               vllm_note: list[str]) -> list[str]:  # fmt: skip
-    """The GSPO part of the plan as text lines."""
-    from medgspo.train.gspo import clipping_diagnosis
-
-    lines = [
-        f"processes                      {plan.num_processes}",
-        f"effective batch                {plan.effective_batch} completions per optimizer step "
-        f"({plan.per_device_batch} per device x {plan.gradient_accumulation_steps} accumulation x "
-        f"{plan.num_processes} processes)",
-        f"prompts per optimizer step     {plan.prompts_per_step:g} (x {plan.num_generations} generations)",
-        f"rollout batch                  {plan.generation_batch} completions = {plan.prompts_per_generation:g} prompts "
-        f"x {plan.num_generations}, {plan.local_rollouts} per process",
-        f"optimizer steps per rollout    {plan.optimizer_steps_per_generation:g}",
-        f"rollouts per optimizer step    {plan.judge_calls_per_step:g} (at most "
-        f"{plan.rollout_tokens_per_step:,.0f} generated tokens)",
-        f"judge calls per optimizer step {plan.judge_calls_per_step:g} (backend {judge_args.judge_backend}, "
-        f"weight {reward_args.judge_weight:g})",
-    ]
-    per_process = judge_concurrency_per_process(judge_args.judge_concurrency, plan.num_processes, plan.local_rollouts)
-    lines.append(
-        f"judge concurrency              {per_process} per process x {plan.num_processes} = "
-        f"{per_process * plan.num_processes} in flight (provider cap --judge_concurrency {judge_args.judge_concurrency})"
-    )
-    if judge_args.judge_backend == "reference":
-        lines.append("judge cost                     $0 (the offline reference judge makes no API calls)")
-    elif cost is not None:
-        lines += [
-            f"judge tokens per call          ~{cost.prompt_tokens:,.0f} prompt (~{cost.cached_tokens:,.0f} of them "
-            f"prefix-cache hits) + ~{cost.output_tokens:g} output",
-            f"judge cost                     ${cost.cost_per_call:.6f} per call, ${cost.cost_per_1000_steps:,.2f} per "
-            f"1,000 optimizer steps (prices per M tokens: in {judge_args.judge_price_input_per_mtok}, cached "
-            f"{judge_args.judge_price_cached_input_per_mtok}, out {judge_args.judge_price_output_per_mtok})",
-        ]
-        if training_args.max_steps and training_args.max_steps > 0:
-            lines.append(
-                f"judge cost of this run         ${cost.cost_per_call * cost.calls_per_step * training_args.max_steps:,.2f}"
-                f" for max_steps {training_args.max_steps}"
-            )
-    notes = clipping_diagnosis(
-        training_args.gradient_accumulation_steps, training_args.steps_per_generation, training_args.num_iterations,
-        training_args.importance_sampling_level, training_args.loss_type,
-    )  # fmt: skip
-    lines.append(
-        "clipping can act               "
-        + (
-            "NO: every update is on-policy, the sequence ratio is exactly 1"
-            if plan.optimizer_steps_per_generation <= 1  # one optimizer step per rollout batch: pi == pi_old
-            else f"yes: {plan.optimizer_steps_per_generation:g} optimizer steps per rollout batch, steps after the "
-            f"first are off-policy (clip range 1-{training_args.epsilon:g} .. "
-            f"1+{training_args.epsilon_high or training_args.epsilon:g})"
-        )
-    )
-    return lines + vllm_note + [f"note: {n}" for n in notes] + [f"problem: {p}" for p in plan.problems()]
-
-
-def vllm_lines(training_args: Any, judge_args: Any, num_processes: int) -> list[str]:
-    """Where rollouts are generated, and a port clash between a vLLM server and a local judge."""
-    if not training_args.use_vllm:
-        return ["rollouts                       transformers generate inside each training process"]
-    if training_args.vllm_mode == "colocate":
-        return [
-            f"rollouts                       vLLM colocated: one engine per process, "
-            f"{training_args.vllm_gpu_memory_utilization:.0%} of each GPU (sleep mode "
-            f"{'on' if training_args.vllm_enable_sleep_mode else 'off'})"
-        ]
-    host = training_args.vllm_server_base_url or f"{training_args.vllm_server_host}:{training_args.vllm_server_port}"
-    lines = [
-        f"rollouts                       vLLM server at {host}: {num_processes} training GPUs + "
-        f"{training_args.vllm_tensor_parallel_size} for `trl vllm-serve`"
-    ]
-    if judge_args.judge_backend == "local":
-        from urllib.parse import urlparse
-
-        judge = urlparse(judge_args.to_config().endpoint)  # the judge's own default URL when none is given
-        same_host = judge.hostname in (training_args.vllm_server_host, "127.0.0.1", "localhost")
-        if (
-            same_host
-            and (judge.port or 80) == training_args.vllm_server_port
-            and not training_args.vllm_server_base_url
-        ):
-            lines.append(
-                f"problem: the local judge ({judge.geturl()}) and the vLLM rollout server share port "
-                f"{training_args.vllm_server_port}; start one of them on another port."
-            )
-    return lines
-
-
-def memory_lines(model_args: Any, plan: BatchPlan, seq_len: int) -> list[str]:
-    """The memory estimate, or one line saying why there is none."""
-    from medgspo.utils.models import resolve_model_path
-
-    try:
-        path = resolve_model_path(model_args.model_name_or_path)
-        n_params, lora, text_config = count_parameters(
-            path, model_args.lora_r, model_args.lora_alpha, model_args.lora_target_modules
-        )
-    except Exception as err:  # noqa: BLE001 - offline hub ids, unknown architectures: the estimate is optional
-        return [
-            f"memory                         not estimated: the model config could not be read ({err.__class__.__name__})"
-        ]
-    dtype_bytes = DTYPE_BYTES.get(model_args.dtype, 2)
-    mem = memory_plan(n_params, lora, text_config, dtype_bytes, plan.local_rollouts, seq_len)
-    return [
-        f"parameters                     {n_params:,} ({lora:,} LoRA, r={model_args.lora_r})",
-        f"memory per process             weights {_gib(mem.weights)} + LoRA training state {_gib(mem.lora_training)} + "
-        f"rollout KV cache {_gib(mem.rollout_kv)} ({plan.local_rollouts} sequences x {seq_len} tokens x "
-        f"{mem.kv_per_token:,} B) = {_gib(mem.total)}, plus activations (not estimated: they depend on gradient "
-        "checkpointing and sequence length)",
-    ]
-
-
-def run_plan(argv: list[str]) -> list[str]:
-    """Parse ``argv`` (a recipe plus overrides, and the plan's own flags) and return the plan as lines."""
-    own = argparse.ArgumentParser(add_help=False)
-    own.add_argument("--num_processes", type=int, default=1)
-    own.add_argument("--judge_output_tokens", type=float, default=60.0)
-    own.add_argument("--answer_chars", type=int, default=None)
-    opts, rest = own.parse_known_args(argv)
-    if opts.num_processes < 1:
-        from medgspo.train.configs import ConfigError
-
-        raise ConfigError(f"--num_processes must be >= 1, got {opts.num_processes}")
-    # TrainingArguments refuses bf16/fp16 on a machine without a GPU; a plan reads no precision flag, so it can be
-    # made for a GPU recipe anywhere (the memory estimate uses the model's `dtype`).
-    rest = [*rest, "--bf16", "false", "--fp16", "false"]
-    if _is_sft_recipe(rest):
-        return sft_lines(rest, opts.num_processes)
-    from medgspo.data.records import load_records
-    from medgspo.train.gspo import parse_gspo
-
-    data_args, _, judge_args, reward_args, training_args, model_args = parse_gspo(rest, prog="medgspo plan")
-    plan = batch_plan(training_args, opts.num_processes)
-    records, source = _records_for_estimate(data_args, load_records)
-    answer_chars = opts.answer_chars or round(sum(len(r["Response"]) for r in records) / len(records))
-    cost = None
-    if judge_args.judge_backend != "reference":
-        cost = judge_cost_plan(
-            records, judge_args.to_config().prices, plan.num_generations, plan.judge_calls_per_step, answer_chars,
-            opts.judge_output_tokens,
-        )  # fmt: skip
-    seq_len = model_args.max_seq_length
-    lines = [f"GSPO plan for {training_args.output_dir} ({model_args.model_name_or_path})", ""]
-    lines += gspo_lines(training_args, judge_args, reward_args, plan, cost,
-                        vllm_lines(training_args, judge_args, opts.num_processes))  # fmt: skip
-    lines += memory_lines(model_args, plan, seq_len)
-    lines.append(
-        f"assumptions                    judge prompts from {source}; candidate answers of {answer_chars} characters; "
-        f"{opts.judge_output_tokens:g} output tokens per verdict; KV cache at {seq_len} tokens (max_seq_length)"
-    )
-    return lines
-
-
-def sft_lines(argv: list[str], num_processes: int) -> list[str]:
-    """The plan of an SFT recipe: batch arithmetic and token budget per step."""
-    from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
-
-    _, _, args, model_args = parse(
-        (DataArguments, FormatArguments, MedSFTConfig, MedModelConfig), argv, "medgspo plan"
-    )
-    effective = args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes
-    return [
-        f"SFT plan for {args.output_dir} ({model_args.model_name_or_path})",
-        "",
-        f"processes                      {num_processes}",
-        f"effective batch                {effective} examples per optimizer step "
-        f"({args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulation x "
-        f"{num_processes} processes)",
-        f"tokens per optimizer step      at most {effective * (args.max_length or 0):,} (max_length {args.max_length})",
-        f"LoRA                           r={model_args.lora_r}, alpha={model_args.lora_alpha} on "
-        f"{', '.join(model_args.lora_target_modules or [])}; backend {model_args.backend}",
-    ]
-
-
-def _is_sft_recipe(argv: list[str]) -> bool:
-    from medgspo.train.backends import recipe_values
-
-    values = recipe_values(argv)
-    gspo_keys = {"num_generations", "judge_backend", "importance_sampling_level", "loss_type"}
-    return bool(values) and not gspo_keys & values.keys()
-
-
-def _records_for_estimate(data_args: Any, load_records) -> tuple[list[dict], str]:
-    """The recipe's records when they are local, else the bundled ones (a Hub dataset is not downloaded)."""
-    name = data_args.dataset_name
-    if name is None or Path(name).exists():
-        report = load_records(name, skip_invalid=True)
-        return report.records, ", ".join(report.sources)
-    report = load_records(None)
-    return report.records, f"the bundled records (stand-in for {name}, which is not read to make a plan)"

@@ -11,16 +11,20 @@ the held-out split ``eval_split.jsonl`` and ``sft_summary.json`` beside it.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medgspo.data.arguments import DataArguments, FormatArguments, load_split
 from medgspo.data.chat_format import ChatFormat
-from medgspo.data.records import describe, fit_length, load_records, train_eval_split
-from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, validate_common
-from medgspo.utils.io import write_jsonl
+from medgspo.data.lengths import cot_truncator, token_counter
+from medgspo.data.records import describe, fit_length
+from medgspo.errors import ConfigError
+from medgspo.train.callbacks import make_format_callback, save_chat_files
+from medgspo.train.checkpoints import last_checkpoint
+from medgspo.train.configs import MedModelConfig, MedSFTConfig, validate_common
+from medgspo.utils.io import write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -36,72 +40,6 @@ class SFTResult:
     summary: dict[str, Any]
 
 
-def save_chat_files(folder: Path, chat_format: ChatFormat, tokenizer: Any) -> None:
-    """What an adapter folder needs besides the weights to be used alone: ``chat_format.json`` and the tokenizer."""
-    chat_format.save(folder)
-    tokenizer.save_pretrained(folder)
-
-
-def make_format_callback(chat_format: ChatFormat, tokenizer: Any):
-    """A callback that saves the chat format and tokenizer into every checkpoint folder."""
-    from transformers import TrainerCallback
-
-    class SaveFormatCallback(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and ckpt.is_dir():  # one writer under accelerate/DeepSpeed
-                save_chat_files(ckpt, chat_format, tokenizer)
-
-    return SaveFormatCallback()
-
-
-def token_counter(tokenizer: Any, chat_format: ChatFormat):
-    """Count the tokens of a record's full SFT conversation as the trainer will see it."""
-
-    def count(record: dict[str, Any]) -> int:
-        ex = chat_format.sft_example(record)
-        ids = tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True)
-        return len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-
-    return count
-
-
-def cot_truncator(tokenizer: Any):
-    """Shorten a record's reasoning by ``excess`` tokens (plus a small margin), keeping its answer."""
-
-    def truncate(record: dict[str, Any], excess: int) -> dict[str, Any]:
-        ids = tokenizer(record["Complex_CoT"], add_special_tokens=False)["input_ids"]
-        keep = max(0, len(ids) - excess - 8)
-        return {**record, "Complex_CoT": tokenizer.decode(ids[:keep]).strip()}
-
-    return truncate
-
-
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest *complete* ``checkpoint-N`` in ``output_dir`` (a process killed while saving leaves an incomplete
-    folder behind: it has no readable ``trainer_state.json``, which the Trainer writes last, and is skipped)."""
-    folders = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    for folder in sorted(folders, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
-        try:
-            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-            return str(folder)
-        except (OSError, ValueError):
-            logger.warning("Skipping incomplete checkpoint %s (interrupted while saving)", folder)
-    return None
-
-
-def load_split(data_args: DataArguments):
-    """Load the records and split them as every stage does; return ``(load_report, train, held_out)``."""
-    report = load_records(
-        data_args.dataset_name,
-        skip_invalid=data_args.skip_invalid,
-        hub_config=data_args.dataset_config,
-        hub_split=data_args.dataset_split,
-    )
-    train, held = train_eval_split(report.records, data_args.eval_size, data_args.split_seed)
-    return report, train, held
-
-
 def prepare_data(
     data_args: DataArguments, loaded: tuple, tokenizer: Any, chat_format: ChatFormat, max_length: int | None
 ):
@@ -114,7 +52,7 @@ def prepare_data(
         count, cut = token_counter(tokenizer, chat_format), cot_truncator(tokenizer)
         train, truncated, dropped = fit_length(train, count, max_length, data_args.oversized, cut)
     if not train:
-        raise ValueError(f"No training records fit --max_length {max_length}; raise it or use --oversized truncate.")
+        raise ConfigError(f"No training records fit --max_length {max_length}; raise it or use --oversized truncate.")
     summary = {
         "sources": report.sources,
         "records": len(report.records),
@@ -127,8 +65,13 @@ def prepare_data(
     }
     logger.info(
         "Data: %d records (%d invalid skipped), train %d / eval %d, %d truncated and %d dropped for length",
-        len(report.records), report.skipped, len(train), len(held), truncated, dropped,
-    )  # fmt: skip
+        len(report.records),
+        report.skipped,
+        len(train),
+        len(held),
+        truncated,
+        dropped,
+    )
     return train, held, summary
 
 
@@ -170,7 +113,7 @@ def run_sft(
     # ---- model, tokenizer and chat format ---------------------------------------------------------------------
     model_path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
-    chat_format = ChatFormat(system_prompt=format_args.system_prompt, enable_thinking=format_args.enable_thinking)
+    chat_format = ChatFormat.from_arguments(format_args)
     model, peft_config = sft_model(model_args, model_path, training_args)
 
     # ---- data ---------------------------------------------------------------------------------------------------
@@ -211,6 +154,9 @@ def run_sft(
     )
     if trainer.is_world_process_zero():
         save_chat_files(output_dir, chat_format, tokenizer)
-        (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
+        write_json(output_dir / SUMMARY_FILE, summary)
         logger.info("SFT adapter saved to %s", output_dir)
     return SFTResult(output_dir, summary)
+
+
+SFT_ARGUMENTS = (DataArguments, FormatArguments, MedSFTConfig, MedModelConfig)

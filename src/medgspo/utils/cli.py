@@ -8,6 +8,7 @@ of dataclasses) and ``run(*parsed) -> int``; :func:`parse` turns a rejected valu
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +17,21 @@ from typing import Any
 from medgspo.errors import ConfigError
 
 
-def make_parser(dataclass_types: Sequence[type], prog: str, description: str | None = None,
-                positionals: Sequence[tuple[str, dict[str, Any]]] = ()):
+def make_parser(
+    dataclass_types: Sequence[type],
+    prog: str,
+    description: str | None = None,
+    positionals: Sequence[tuple[str, dict[str, Any]]] = (),
+):
     """A ``TrlParser`` over ``dataclass_types``; ``positionals`` are ``(name, add_argument kwargs)`` pairs."""
     from trl import TrlParser
 
     parser = TrlParser(tuple(dataclass_types), prog=prog, description=description)
     for name, kwargs in positionals:
         parser.add_argument(name, **kwargs)
-    parser.add_argument("--config", metavar="FILE.yaml", help="Recipe whose keys set any flag; flags override it.")
+    parser.add_argument(  # TrlParser reads and removes it before parsing; SUPPRESS keeps it out of the namespace
+        "--config", metavar="FILE.yaml", default=argparse.SUPPRESS, help="Recipe whose keys set any flag."
+    )
     return parser
 
 
@@ -82,3 +89,8 @@ class Command:
         if self.own_parsing and not {"-h", "--help"} & set(argv):
             return self.run(list(argv))
         return self.run(*parse(self.parser(), argv, self.default_config))
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Sequence[str], prog: str = "medgspo") -> tuple:
+    """``make_parser`` + ``parse`` in one call (tests, notebooks, the pipeline's stages)."""
+    return parse(make_parser(dataclass_types, prog), argv)

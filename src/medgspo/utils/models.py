@@ -17,6 +17,7 @@ from medgspo.utils.paths import looks_like_path
 
 logger = logging.getLogger(__name__)
 
+
 def resolve_model_path(name_or_path: str | None) -> str:
     """``tiny`` (or nothing) means the embedded tiny model, built on first use."""
     from medgspo.data.tiny_model import ensure_tiny_model

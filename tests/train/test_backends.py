@@ -9,8 +9,8 @@ import pytest
 from safetensors.torch import load_file
 
 from medgspo.cli import main
+from medgspo.errors import ConfigError
 from medgspo.train import backends
-from medgspo.train.configs import ConfigError
 
 
 def cfg(**kw):
@@ -56,8 +56,20 @@ def test_cli_stops_cleanly_on_unsloth_and_vllm_without_them(capsys):
     # this machine has neither package nor GPU; both commands stop with one line, no traceback, exit code 2
     assert main(["sft", "--backend", "unsloth", "--max_steps", "1"]) == 2
     assert "error: --backend unsloth is unavailable" in capsys.readouterr().err
-    assert main(["gspo", "--config", "recipes/qwen3.5-4b-medical/gspo-vllm-colocate.yaml", "--bf16", "false",
-                 "--use_cpu", "true"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "gspo",
+                "--config",
+                "recipes/qwen3.5-4b-medical/gspo-vllm-colocate.yaml",
+                "--bf16",
+                "false",
+                "--use_cpu",
+                "true",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: --use_vllm true (vllm_mode=colocate) needs vLLM") and "Traceback" not in err
 
@@ -88,8 +100,14 @@ class FakeFastVisionModel:
         from peft import LoraConfig, get_peft_model
 
         cls.calls.append(("get_peft_model", None, kwargs))
-        lora = LoraConfig(r=kwargs["r"], lora_alpha=kwargs["lora_alpha"], lora_dropout=kwargs["lora_dropout"],
-                          target_modules=kwargs["target_modules"], bias=kwargs["bias"], task_type="CAUSAL_LM")  # fmt: skip
+        lora = LoraConfig(
+            r=kwargs["r"],
+            lora_alpha=kwargs["lora_alpha"],
+            lora_dropout=kwargs["lora_dropout"],
+            target_modules=kwargs["target_modules"],
+            bias=kwargs["bias"],
+            task_type="CAUSAL_LM",
+        )
         return get_peft_model(model, lora)
 
     @classmethod
@@ -108,14 +126,30 @@ def fake_unsloth(monkeypatch):
 
 @pytest.mark.slow
 def test_unsloth_backend_loads_like_the_card_and_saves_the_same_adapter_format(fake_unsloth, tiny_model_dir, tmp_path):
-    from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
-    from medgspo.train.sft import run_sft
+    from medgspo.train.sft import SFT_ARGUMENTS, run_sft
+    from medgspo.utils.cli import parse_args
 
     def sft(out, *extra):
-        argv = ["--config", "recipes/tiny/sft.yaml", "--model_name_or_path", str(tiny_model_dir), "--output_dir",
-                str(out), "--max_train_samples", "8", "--eval_size", "2", "--per_device_train_batch_size", "4",
-                "--max_steps", "1", "--save_strategy", "no", *extra]  # fmt: skip
-        return run_sft(*parse((DataArguments, FormatArguments, MedSFTConfig, MedModelConfig), argv))
+        argv = [
+            "--config",
+            "recipes/tiny/sft.yaml",
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--output_dir",
+            str(out),
+            "--max_train_samples",
+            "8",
+            "--eval_size",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--max_steps",
+            "1",
+            "--save_strategy",
+            "no",
+            *extra,
+        ]
+        return run_sft(*parse_args(SFT_ARGUMENTS, argv))
 
     unsloth = sft(tmp_path / "unsloth", "--backend", "unsloth")
     name, model, kwargs = fake_unsloth.calls[0]
@@ -163,8 +197,10 @@ def test_an_adapter_for_another_model_class_is_refused(tiny_model_dir, tmp_path,
     bad.mkdir()
     (bad / "adapter_config.json").write_text((good / "adapter_config.json").read_text())
     tensors = load_file(good / "adapter_model.safetensors")
-    save_file({k.replace("model.layers.", "model.language_model.layers."): v for k, v in tensors.items()},
-              bad / "adapter_model.safetensors")  # fmt: skip
+    save_file(
+        {k.replace("model.layers.", "model.language_model.layers."): v for k, v in tensors.items()},
+        bad / "adapter_model.safetensors",
+    )
     with pytest.raises(AdapterMismatchError, match="does not fit Qwen3_5ForCausalLM"):
         load_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), bad)
     assert (
@@ -186,9 +222,29 @@ def test_unsloth_gspo_continues_the_sft_adapter(fake_unsloth, tiny_model_dir, tm
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(sft)
     ChatFormat().save(sft)
     out = tmp_path / "gspo"
-    argv = ["gspo", "--backend", "unsloth", "--model_name_or_path", str(tiny_model_dir), "--sft_adapter", str(sft),
-            "--output_dir", str(out), "--max_steps", "1", "--max_prompts", "4", "--per_device_train_batch_size", "8",
-            "--max_completion_length", "32", "--temperature", "1.0", "--save_strategy", "no"]  # fmt: skip
+    argv = [
+        "gspo",
+        "--backend",
+        "unsloth",
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--sft_adapter",
+        str(sft),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+        "--max_prompts",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_completion_length",
+        "32",
+        "--temperature",
+        "1.0",
+        "--save_strategy",
+        "no",
+    ]
     assert main(argv) == 0
     names = [name for name, _, _ in fake_unsloth.calls]
     assert names == ["from_pretrained", "for_training"]  # the SFT adapter is loaded trainable, no new LoRA

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from medgspo.errors import ConfigError
 from medgspo.judge.accounting import Judgment
 from medgspo.judge.cache import JudgeCache, cache_key
 
@@ -78,7 +79,7 @@ def test_get_many_beyond_the_sqlite_variable_limit() -> None:
 def test_not_a_database_gives_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "broken.sqlite"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(ValueError, match="cannot be used as a SQLite database"):
+    with pytest.raises(ConfigError, match="cannot be used as a SQLite database"):
         JudgeCache(path)
 
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from medgspo.rewards.guards import guard_rewards, language_penalty, length_penalty, repetition_penalty
+from medgspo.judge import JudgeConfig
+from medgspo.rewards import REWARDS, RewardContext
+from medgspo.rewards.guards import language_penalty, length_penalty, repetition_penalty
 
 
 @pytest.mark.parametrize(
@@ -32,13 +34,14 @@ def test_language_guard_tolerates_abbreviations_but_not_english_answers():
 
 
 def test_reward_wrappers_follow_trl_signature():
-    rewards = guard_rewards(max_answer_chars=4)
+    context = RewardContext(JudgeConfig(backend="reference"), max_answer_chars=4)
+    rewards = {name: REWARDS[name](context) for name in ("repetition", "length", "language")}
     completions = [
         "想</think>\n\n肺炎。",  # fine
         [{"role": "assistant", "content": "想</think>\n\n社区获得性肺炎。"}],  # 8 chars: 4 over a 4-char ramp
         "腹痛腹痛腹痛腹痛",  # no answer; a reasoning loop
     ]
-    assert rewards["length_guard"](completions) == [0.0, -1.0, 0.0]
-    assert rewards["repetition_guard"](completions) == [0.0, 0.0, -0.6]
-    assert rewards["language_guard"](completions) == [0.0, 0.0, 0.0]
+    assert rewards["length"](completions) == [0.0, -1.0, 0.0]
+    assert rewards["repetition"](completions) == [0.0, 0.0, -0.6]
+    assert rewards["language"](completions) == [0.0, 0.0, 0.0]
     assert [f.__name__ for f in rewards.values()] == ["repetition_guard", "length_guard", "language_guard"]

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 from test_chat import ANSWER, QUESTION, THINKING, memorized_adapter
 
+from medgspo.cli import main
 from medgspo.data.chat_format import ChatFormat
-from medgspo.serve import export
-from medgspo.serve.chat import ChatEngine, SamplingOptions
+from medgspo.serve.engine import ChatEngine
+from medgspo.utils.generation import SamplingOptions
 
 SYSTEM_PROMPT = "你是一名谨慎的医生。"
 
@@ -38,9 +38,7 @@ def random_adapter(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 def run_export(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    export.add_arguments(parser)
-    return export.run(parser.parse_args(argv))
+    return main(["export", *argv])
 
 
 def logits(model, input_ids):
@@ -75,8 +73,15 @@ def test_output_folder_is_standalone(tiny_model_dir, random_adapter, tmp_path):
     out = tmp_path / "merged"
     assert run_export(["--adapter", str(random_adapter), "--output", str(out)]) == 0  # base read from the adapter
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "chat_template.jinja", "chat_format.json", "medgspo_export.json"} <= names  # fmt: skip
+    expected = {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
+    expected |= {"chat_template.jinja", "chat_format.json", "medgspo_export.json"}
+    assert expected <= names
     assert "adapter_config.json" not in names
     assert ChatFormat.load(out).system_prompt == SYSTEM_PROMPT
     info = json.loads((out / "medgspo_export.json").read_text(encoding="utf-8"))
@@ -112,9 +117,11 @@ def test_user_mistakes_are_one_line_errors(random_adapter, tmp_path, capsys):
         (["--adapter", str(tmp_path), "--output", str(tmp_path / "o")], "no adapter_config.json"),
         (["--adapter", str(random_adapter), "--output", str(tmp_path / "busy")], "is not empty"),
         (["--adapter", str(random_adapter), "--output", str(random_adapter)], "--output must differ"),
-        (["--model", "./missing", "--adapter", str(random_adapter), "--output", str(tmp_path / "o")],
-         "model folder not found"),
-    ]  # fmt: skip
+        (
+            ["--model", "./missing", "--adapter", str(random_adapter), "--output", str(tmp_path / "o")],
+            "model folder not found",
+        ),
+    ]
     for argv, message in cases:
         assert run_export(argv) == 2
         err = capsys.readouterr().err

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from test_chat import ANSWER, QUESTION, THINKING, memorized_adapter
 
-from medgspo.serve.chat import ChatEngine
-from medgspo.serve.server import BackgroundServer, ServerConfig, create_app
+from medgspo.serve.app import BackgroundServer, create_app
+from medgspo.serve.engine import ChatEngine
+from medgspo.serve.protocol import ServerConfig
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 
@@ -44,9 +45,10 @@ def browser(tmp_path_factory):
 
     options = Options()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-extensions"):  # fmt: skip
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    flags += ["--no-first-run", "--disable-extensions"]
+    for flag in flags:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -74,8 +76,12 @@ def ask(driver, element, question: str) -> str:
     element("question").clear()
     element("question").send_keys(question)
     element("ask").click()
-    return wait_for(driver, lambda d: element("result").get_attribute("data-state") not in ("idle", "streaming") and
-                    element("result").get_attribute("data-state"))  # fmt: skip
+
+    def finished(_driver) -> str | bool:
+        state = element("result").get_attribute("data-state")
+        return state not in ("idle", "streaming") and state
+
+    return wait_for(driver, finished)
 
 
 def test_question_gets_streamed_answer_with_collapsible_reasoning(browser, server):

@@ -10,7 +10,8 @@ from trl.trainer.utils import get_callable_name, is_async_callable
 
 from medgspo.judge import JudgeConfig
 from medgspo.judge.client import OpenAIJudge
-from medgspo.rewards.judge import JudgeReward, format_reward, judge_reward
+from medgspo.rewards.format import format_reward
+from medgspo.rewards.judge import JudgeReward, judge_reward
 
 QUESTION = "患者男，25岁，转移性右下腹痛。最可能的诊断？"
 REFERENCE = "最可能的诊断是急性阑尾炎。"

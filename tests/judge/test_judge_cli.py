@@ -1,15 +1,15 @@
-"""``medgspo judge`` through its ``add_arguments``/``run`` pair, against the reference backend and a local server."""
+"""``medgspo judge`` through the one entry point (:func:`medgspo.cli.main`), against the reference backend and a
+local OpenAI-compatible server: outputs, the summary, the cache, exit codes and both flag spellings."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 from fake_openai_server import FakeOpenAIServer, Fault
 
-from medgspo.judge.cli import add_arguments, run
+from medgspo.cli import main
 
 KEY = "sk-cli-test-key-0123456789"
 QUESTION = "患者男，25岁，转移性右下腹痛。最可能的诊断？"
@@ -28,9 +28,7 @@ ROWS = [
 
 
 def cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="medgspo judge")
-    add_arguments(parser)
-    return run(parser.parse_args(list(argv)))
+    return main(["judge", *argv])
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -54,7 +52,7 @@ def no_backoff(monkeypatch) -> None:
 
 def test_reference_backend_end_to_end(inputs: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out" / "judged.jsonl"
-    assert cli("--input", str(inputs), "--output", str(out), "--backend", "reference", "--no-progress") == 0
+    assert cli("--input", str(inputs), "--output", str(out), "--judge_backend", "reference", "--no_progress") == 0
     rows = read_jsonl(out)
     assert [r["id"] for r in rows] == [1, 2, 3, 4]
     assert [r["score"] for r in rows] == [2.0, None, -1.0, 0.0]
@@ -75,17 +73,19 @@ def test_openai_backend_with_cache_and_rerun(inputs: Path, tmp_path: Path, capsy
             str(inputs),
             "--output",
             str(out),
-            "--base-url",
+            "--judge_backend",
+            "openai",
+            "--judge_base_url",
             server.base_url,
-            "--model",
+            "--judge_model",
             "fake",
-            "--api-key-env",
+            "--judge_api_key_env",
             "JUDGE_TEST_KEY",
-            "--cache",
+            "--judge_cache",
             str(cache),
-            "--concurrency",
+            "--judge_concurrency",
             "4",
-            "--no-progress",
+            "--no_progress",
         ]
         assert cli(*args) == 0
         first = capsys.readouterr().out
@@ -112,11 +112,13 @@ def test_failed_judgments_are_null_not_zero(inputs: Path, tmp_path: Path, monkey
             str(inputs),
             "--output",
             str(out),
-            "--base-url",
+            "--judge_backend",
+            "openai",
+            "--judge_base_url",
             server.base_url,
-            "--max-retries",
+            "--judge_max_retries",
             "1",
-            "--no-progress",
+            "--no_progress",
         )
     assert code == 0
     last = read_jsonl(out)[-1]
@@ -132,13 +134,15 @@ def test_fatal_error_is_one_line_without_key(inputs: Path, tmp_path: Path, capsy
             str(inputs),
             "--output",
             str(tmp_path / "o.jsonl"),
-            "--base-url",
+            "--judge_backend",
+            "openai",
+            "--judge_base_url",
             server.base_url,
-            "--no-progress",
+            "--no_progress",
         )
     captured = capsys.readouterr()
     assert code == 3
-    assert captured.err.startswith("medgspo judge: error:") and "out of balance" in captured.err
+    assert captured.err.startswith("error: judge API") and "out of balance" in captured.err
     assert "Traceback" not in captured.err and KEY not in captured.err + captured.out
     assert len(captured.err.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists()
@@ -146,7 +150,17 @@ def test_fatal_error_is_one_line_without_key(inputs: Path, tmp_path: Path, capsy
 
 def test_missing_key(inputs: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.delenv("NO_SUCH_JUDGE_KEY", raising=False)
-    code = cli("--input", str(inputs), "--output", str(tmp_path / "o.jsonl"), "--api-key-env", "NO_SUCH_JUDGE_KEY")
+    out = str(tmp_path / "o.jsonl")
+    code = cli(
+        "--input",
+        str(inputs),
+        "--output",
+        out,
+        "--judge_backend",
+        "openai",
+        "--judge_api_key_env",
+        "NO_SUCH_JUDGE_KEY",
+    )
     assert code == 3 and "NO_SUCH_JUDGE_KEY" in capsys.readouterr().err
 
 
@@ -161,32 +175,77 @@ def test_missing_key(inputs: Path, tmp_path: Path, capsys, monkeypatch) -> None:
 def test_bad_input_line(tmp_path: Path, capsys, line: str, message: str) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text(json.dumps(ROWS[0], ensure_ascii=False) + "\n" + line + "\n", encoding="utf-8")
-    assert cli("--input", str(path), "--output", str(tmp_path / "o.jsonl"), "--backend", "reference") == 2
+    assert cli("--input", str(path), "--output", str(tmp_path / "o.jsonl"), "--judge_backend", "reference") == 2
     assert message in capsys.readouterr().err
 
 
 def test_user_errors(tmp_path: Path, inputs: Path, capsys) -> None:
-    assert cli("--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o.jsonl")) == 2
+    out = str(tmp_path / "o.jsonl")
+    assert cli("--input", str(tmp_path / "missing.jsonl"), "--output", out) == 2
     assert "input file not found" in capsys.readouterr().err
-    assert cli("--input", str(inputs), "--output", str(tmp_path / "o.jsonl"), "--backend", "local") == 2
-    assert "--model" in capsys.readouterr().err
-    assert cli("--input", str(inputs), "--output", str(tmp_path / "o.jsonl"), "--concurrency", "0") == 2
-    assert "--concurrency" in capsys.readouterr().err
+    assert cli("--input", str(tmp_path), "--output", out) == 2  # a folder is not an input file
+    assert "input file not found" in capsys.readouterr().err
+    empty = write_jsonl(tmp_path / "empty.jsonl", [])
+    assert cli("--input", str(empty), "--output", out) == 2
+    assert "input file is empty" in capsys.readouterr().err
+    assert cli("--input", str(inputs), "--output", out, "--judge_backend", "local") == 2
+    assert "--judge_model" in capsys.readouterr().err
+    assert cli("--input", str(inputs), "--output", out, "--judge_concurrency", "0") == 2
+    assert "--judge_concurrency" in capsys.readouterr().err
+    assert cli("--input", str(inputs), "--output", str(inputs / "o.jsonl")) == 2  # its folder is a file
+    assert "cannot write --output" in capsys.readouterr().err
+
+
+def test_input_and_output_are_required(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli("--judge_backend", "reference")
+    assert info.value.code == 2
+    assert "--input" in capsys.readouterr().err
+
+
+def test_default_backend_is_reference(inputs: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)  # the default needs no key and no network
+    out = tmp_path / "o.jsonl"
+    assert cli("--input", str(inputs), "--output", str(out)) == 0
+    assert [r["score"] for r in read_jsonl(out)] == [2.0, None, -1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        ["--judge-backend", "reference", "--no-progress"],
+        ["--judge_backend", "reference", "--no_progress"],
+        ["--judge_backend=reference", "--progress", "false"],
+    ],
+    ids=["dashes", "underscores", "equals"],
+)
+def test_both_flag_spellings_work_end_to_end(inputs: Path, tmp_path: Path, capsys, spelling: list[str]) -> None:
+    out = tmp_path / "judged.jsonl"
+    assert main(["judge", "--input", str(inputs), "--output", str(out), *spelling]) == 0
+    assert [r["label"] for r in read_jsonl(out)] == ["A", None, "E", "C"]
+    assert f"output: {out}" in capsys.readouterr().out
 
 
 def test_help_lists_the_options(capsys) -> None:
     with pytest.raises(SystemExit) as info:
-        cli("--help")
+        main(["judge", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
     for option in (
         "--input",
         "--output",
-        "--backend",
-        "--base-url",
-        "--model",
-        "--concurrency",
-        "--cache",
-        "--api-key-env",
+        "--no_progress",
+        "--judge_backend",
+        "--judge_base_url",
+        "--judge_model",
+        "--judge_concurrency",
+        "--judge_cache",
+        "--judge_api_key_env",
+        "--judge_deadline_s",
+        "--judge_max_retries",
+        "--judge_max_answer_chars",
+        "--no_judge_json_mode",
+        "--judge_price_input_per_mtok",
+        "--config",
     ):
         assert option in text

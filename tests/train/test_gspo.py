@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from medgspo.train.gspo import MedGSPOConfig, clipping_diagnosis
+from medgspo.train.batching import clipping_diagnosis
+from medgspo.train.configs import MedGSPOConfig
 
 
 @pytest.fixture(scope="module")
@@ -17,15 +18,25 @@ def trainer_factory(tiny_model_dir, tmp_path_factory):
 
     def build(**overrides):
         args = MedGSPOConfig(
-            output_dir=str(tmp_path_factory.mktemp("gspo")), per_device_train_batch_size=4,
-            gradient_accumulation_steps=1, num_generations=2, max_completion_length=8,
-            use_cpu=True, report_to="none", **overrides,
-        )  # fmt: skip
+            output_dir=str(tmp_path_factory.mktemp("gspo")),
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=1,
+            num_generations=2,
+            max_completion_length=8,
+            use_cpu=True,
+            report_to="none",
+            **overrides,
+        )
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         tok = AutoTokenizer.from_pretrained(tiny_model_dir)
         data = Dataset.from_list([{"prompt": [{"role": "user", "content": "问？"}]}] * 4)
-        trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **kw: [0.0] * len(completions),
-                              args=args, train_dataset=data, processing_class=tok)  # fmt: skip
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+            args=args,
+            train_dataset=data,
+            processing_class=tok,
+        )
         trainer.model.train()
         trainer.current_gradient_accumulation_steps = 1  # set by Trainer's training loop; no loop runs here
         return trainer
@@ -129,7 +140,7 @@ def test_gspo_stage_trains_lora_and_writes_metrics(tiny_model_dir, tmp_path, bun
         "1.0",
         "--per_device_train_batch_size",
         "8",
-    ]  # fmt: skip  (varied samples, so the advantages are not all zero)
+    ]  # varied samples, so the advantages are not all zero
     assert main(argv) == 0
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
@@ -140,8 +151,11 @@ def test_gspo_stage_trains_lora_and_writes_metrics(tiny_model_dir, tmp_path, bun
         assert key in rows[0], key
     assert "clip_ratio/region_mean" in rows[1]  # the rollout batch's second (off-policy) minibatch is logged too
     assert sorted(p.name for p in (out / "plots").iterdir()) == [
-        "completion_length.png", "kl_and_clipping.png", "reward.png", "tier_mix.png",
-    ]  # fmt: skip
+        "completion_length.png",
+        "kl_and_clipping.png",
+        "reward.png",
+        "tier_mix.png",
+    ]
     summary = json.loads((out / "gspo_summary.json").read_text())
     assert summary["global_step"] == 2 and (summary["backend"], summary["processes"]) == ("transformers", 1)
     # 8 per device x 2 steps per generation = 16 rollouts per round, below the cap of 32: 16 in flight
@@ -157,9 +171,27 @@ def test_sigkill_then_resume_reaches_the_same_final_step(tiny_model_dir, tmp_pat
     import time
 
     out = tmp_path / "gspo"
-    argv = [sys.executable, "-m", "medgspo.cli", "-q", "gspo", "--model_name_or_path", str(tiny_model_dir),
-            "--output_dir", str(out), "--max_steps", "4", "--max_prompts", "8", "--max_completion_length", "12",
-            "--save_steps", "1", "--save_total_limit", "10"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "medgspo.cli",
+        "-q",
+        "gspo",
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "4",
+        "--max_prompts",
+        "8",
+        "--max_completion_length",
+        "12",
+        "--save_steps",
+        "1",
+        "--save_total_limit",
+        "10",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     while not (out / "checkpoint-2" / "trainer_state.json").exists():
@@ -186,7 +218,8 @@ def test_a_resumed_run_pays_no_judgment_twice(tmp_path, monkeypatch):
 
     from fake_openai_server import FakeOpenAIServer
 
-    from medgspo.train.gspo import JudgeArguments, RewardArguments, build_rewards
+    from medgspo.judge.arguments import JudgeArguments
+    from medgspo.rewards import RewardContext, get_reward_funcs
 
     monkeypatch.setenv("DEEPSEEK_API_KEY", "test-key")
     completions = ["我想了想。\n</think>\n\n答案一", "我想了想。\n</think>\n\n答案二"]
@@ -196,7 +229,7 @@ def test_a_resumed_run_pays_no_judgment_twice(tmp_path, monkeypatch):
             judge_backend="openai", judge_base_url=server.base_url, judge_cache=str(tmp_path / "c.db")
         )
         for _ in range(2):  # the first run, then the resumed one with a fresh process-level judge
-            _, _, judge = build_rewards(RewardArguments(), args.to_config())
+            (judge,) = get_reward_funcs(["judge"], RewardContext(args.to_config()))
             scores = asyncio.run(judge(prompts=[None, None], completions=completions, **columns))
             assert scores == [2.0, 0.5]
         assert len(server.requests) == 2

@@ -6,21 +6,33 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medgspo.train.configs import DataArguments, FormatArguments, MedModelConfig, MedSFTConfig, parse
-from medgspo.train.sft import run_sft
+from medgspo.train.sft import SFT_ARGUMENTS, run_sft
+from medgspo.utils.cli import parse_args
 
 pytestmark = pytest.mark.slow
 
 FAST = [
-    "--max_train_samples", "16", "--eval_size", "4", "--max_length", "768",
-    "--per_device_train_batch_size", "4", "--learning_rate", "5e-3", "--save_steps", "2", "--logging_steps", "1",
-]  # fmt: skip
+    "--max_train_samples",
+    "16",
+    "--eval_size",
+    "4",
+    "--max_length",
+    "768",
+    "--per_device_train_batch_size",
+    "4",
+    "--learning_rate",
+    "5e-3",
+    "--save_steps",
+    "2",
+    "--logging_steps",
+    "1",
+]
 
 
 def sft_args(tiny_model_dir, output_dir, *extra):
     argv = ["--config", "recipes/tiny/sft.yaml", "--model_name_or_path", str(tiny_model_dir)]
     argv += ["--output_dir", str(output_dir), *FAST, *extra]
-    return parse((DataArguments, FormatArguments, MedSFTConfig, MedModelConfig), argv)
+    return parse_args(SFT_ARGUMENTS, argv)
 
 
 def training_loss(model_dir, adapter, records):

@@ -8,14 +8,17 @@ matters. :func:`memorized_adapter` is shared with the serving and web tests (bui
 
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 
 import pytest
 
+from medgspo.cli import main
 from medgspo.serve import chat
-from medgspo.serve.chat import ChatEngine, SamplingOptions, SectionPrinter
+from medgspo.serve.chat import SectionPrinter
+from medgspo.serve.cli import ChatArguments
+from medgspo.serve.engine import ChatEngine, GenerationResult
+from medgspo.utils.generation import SamplingOptions
 
 QUESTION = "患者发热咳嗽三天，最可能的诊断是什么？"
 THINKING = "我先想一想。"
@@ -79,9 +82,7 @@ def engine(tiny_model_dir, adapter_dir) -> ChatEngine:
 
 
 def run_chat(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    chat.add_arguments(parser)
-    return chat.run(parser.parse_args(argv))
+    return main(["chat", *argv])
 
 
 def test_one_shot_streams_thinking_then_answer(tiny_model_dir, adapter_dir, capsys):
@@ -134,7 +135,7 @@ def test_missing_answer_is_explained():
     out = io.StringIO()
     printer = SectionPrinter(out, color=False)
     printer.feed("一直在想")
-    printer.finish(chat.GenerationResult("一直在想", 10, 5, "stop"))
+    printer.finish(GenerationResult("一直在想", 10, 5, "stop"))
     assert out.getvalue() == "[思考]\n一直在想\n\n[回答]\n（模型没有给出回答）\n"
 
 
@@ -142,9 +143,9 @@ def test_missing_answer_is_explained():
     ("argv", "message"),
     [
         (["q", "--temperature", "3"], "--temperature must be between 0 and 2"),
-        (["q", "--top-p", "0"], "--top-p must be in (0, 1]"),
-        (["q", "--top-k", "-1"], "--top-k must be >= 0"),
-        (["q", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+        (["q", "--top-p", "0"], "--top_p must be in (0, 1]"),
+        (["q", "--top_k", "-1"], "--top_k must be >= 0"),
+        (["q", "--max-new-tokens", "0"], "--max_new_tokens must be >= 1"),
         (["  "], "the question is empty"),
         (["q", "--model", "./no/such/model"], "model folder not found: ./no/such/model"),
         (["q", "--adapter", "no-such-adapter"], "adapter folder not found"),
@@ -163,9 +164,25 @@ def test_folder_without_adapter_config_is_rejected(tmp_path, capsys):
 
 def test_sampling_options_map_to_generate_kwargs():
     assert SamplingOptions().generate_kwargs() == {
-        "max_new_tokens": 512, "do_sample": True, "temperature": 1.0, "top_p": 0.95, "top_k": 20,
-    }  # fmt: skip
+        "max_new_tokens": 512,
+        "do_sample": True,
+        "temperature": 1.0,
+        "top_p": 0.95,
+        "top_k": 20,
+    }
     assert SamplingOptions(temperature=0, max_new_tokens=8).generate_kwargs() == {
         "max_new_tokens": 8,
         "do_sample": False,
     }
+
+
+def test_chat_flags_default_to_the_card_sampling():
+    assert ChatArguments().sampling() == SamplingOptions()
+
+
+@pytest.mark.parametrize("flag", ["--max-new-tokens", "--max_new_tokens"])
+def test_both_flag_spellings_work(flag, tiny_model_dir, capsys):
+    argv = [QUESTION, "--model", str(tiny_model_dir), "--temperature", "0", flag, "4"]
+    assert run_chat(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[思考]\n") and "4 个 token 内没有结束思考" in out  # stopped by the 4-token limit

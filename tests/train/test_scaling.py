@@ -6,17 +6,9 @@ import pytest
 import yaml
 
 from medgspo.cli import main
-from medgspo.train.plan import (
-    BatchPlan,
-    batch_plan,
-    estimate_tokens,
-    judge_concurrency_per_process,
-    judge_cost_plan,
-    judge_prompt_tokens,
-    kv_bytes_per_token,
-    memory_plan,
-    run_plan,
-)
+from medgspo.train.batching import BatchPlan, batch_plan, judge_concurrency_per_process
+from medgspo.train.plan import estimate_tokens, judge_cost_plan, judge_prompt_tokens, kv_bytes_per_token, memory_plan
+from medgspo.train.plan_report import run_plan
 
 ACCELERATE = sorted(Path("recipes/accelerate").glob("*.yaml"))
 CARD_GSPO = sorted(Path("recipes/qwen3.5-4b-medical").glob("gspo*.yaml"))
@@ -24,9 +16,10 @@ CPU = ["--use_cpu", "true", "--bf16", "false"]
 
 
 def parse_card(recipe, *extra):
-    from medgspo.train.gspo import parse_gspo
+    from medgspo.train.gspo import GSPO_ARGUMENTS
+    from medgspo.utils.cli import parse_args
 
-    return parse_gspo(["--config", str(recipe), *CPU, *extra])
+    return parse_args(GSPO_ARGUMENTS, ["--config", str(recipe), *CPU, *extra])
 
 
 # ---- accelerate / DeepSpeed configs -------------------------------------------------------------------------------
@@ -50,9 +43,11 @@ def test_accelerate_config_parses_and_leaves_batch_sizes_to_the_recipe(config):
     ds = cluster.deepspeed_config
     assert ds["zero_stage"] == {"zero2.yaml": 2, "zero3.yaml": 3}[config.name]
     plugin = DeepSpeedPlugin(
-        zero_stage=ds["zero_stage"], zero3_init_flag=ds["zero3_init_flag"],
-        offload_optimizer_device=ds["offload_optimizer_device"], offload_param_device=ds["offload_param_device"],
-    )  # fmt: skip
+        zero_stage=ds["zero_stage"],
+        zero3_init_flag=ds["zero3_init_flag"],
+        offload_optimizer_device=ds["offload_optimizer_device"],
+        offload_param_device=ds["offload_param_device"],
+    )
     # DeepSpeed's batch fields stay "auto": the Trainer fills them from the recipe, so the two cannot disagree
     for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
         assert plugin.deepspeed_config[key] == "auto"
@@ -74,8 +69,18 @@ def test_recipe_batch_arithmetic_holds_on_every_launch_config(config, recipe):
 
 
 # ---- vLLM recipes -------------------------------------------------------------------------------------------------
-VLLM_KEYS = {"use_vllm", "vllm_mode", "vllm_gpu_memory_utilization", "vllm_enable_sleep_mode", "vllm_max_model_length",
-             "vllm_tensor_parallel_size", "vllm_server_host", "vllm_server_port", "vllm_server_timeout", "output_dir"}  # fmt: skip
+VLLM_KEYS = {
+    "use_vllm",
+    "vllm_mode",
+    "vllm_gpu_memory_utilization",
+    "vllm_enable_sleep_mode",
+    "vllm_max_model_length",
+    "vllm_tensor_parallel_size",
+    "vllm_server_host",
+    "vllm_server_port",
+    "vllm_server_timeout",
+    "output_dir",
+}
 
 
 @pytest.mark.parametrize("name, mode", [("gspo-vllm-colocate.yaml", "colocate"), ("gspo-vllm-server.yaml", "server")])
@@ -107,8 +112,14 @@ def test_judge_concurrency_scales_with_rollouts_within_the_provider_cap(cap, wor
 
 # ---- plan arithmetic, checked by hand --------------------------------------------------------------------------------
 def test_batch_plan_of_the_card_and_the_paper_by_hand():
-    card = BatchPlan(1, per_device_batch=2, gradient_accumulation_steps=4, steps_per_generation=4, num_generations=4,
-                     max_completion_length=1024)  # fmt: skip
+    card = BatchPlan(
+        1,
+        per_device_batch=2,
+        gradient_accumulation_steps=4,
+        steps_per_generation=4,
+        num_generations=4,
+        max_completion_length=1024,
+    )
     assert card.effective_batch == 8  # 2 x 4 x 1
     assert card.generation_batch == 8 and card.prompts_per_generation == 2
     assert card.optimizer_steps_per_generation == 1  # on-policy
@@ -132,8 +143,9 @@ def test_judge_tokens_and_cost_by_hand():
     with_answer, _ = judge_prompt_tokens(record["Question"], record["Response"], answer_chars=20)
     assert with_answer - prompt == pytest.approx(10 * 0.6)  # ten more Chinese characters = six more tokens
     assert 0 < prefix < prompt
-    plan = judge_cost_plan([record], Prices(0.28, 0.028, 0.42), num_generations=4, calls_per_step=8,
-                           answer_chars=10, output_tokens=60)  # fmt: skip
+    plan = judge_cost_plan(
+        [record], Prices(0.28, 0.028, 0.42), num_generations=4, calls_per_step=8, answer_chars=10, output_tokens=60
+    )
     assert plan.cached_tokens == pytest.approx(prefix * 3 / 4)  # all but the first call of a group of 4 hit the cache
     by_hand = ((prompt - prefix * 3 / 4) * 0.28 + prefix * 3 / 4 * 0.028 + 60 * 0.42) / 1e6
     assert plan.cost_per_call == pytest.approx(by_hand)
@@ -187,8 +199,16 @@ def test_plan_of_the_paper_recipe_on_four_gpus(monkeypatch):
 
 def test_plan_flags_a_port_clash_between_vllm_server_and_local_judge(monkeypatch):
     offline(monkeypatch)
-    argv = ["--config", "recipes/qwen3.5-4b-medical/gspo-vllm-server.yaml", "--judge_backend", "local",
-            "--judge_base_url", "http://127.0.0.1:8000/v1", "--judge_model", "judge"]  # fmt: skip
+    argv = [
+        "--config",
+        "recipes/qwen3.5-4b-medical/gspo-vllm-server.yaml",
+        "--judge_backend",
+        "local",
+        "--judge_base_url",
+        "http://127.0.0.1:8000/v1",
+        "--judge_model",
+        "judge",
+    ]
     text = "\n".join(run_plan(argv))
     assert "problem: the local judge" in text and "port 8000" in text
     text = "\n".join(run_plan([*argv[:-4], "--judge_base_url", "http://127.0.0.1:8001/v1", "--judge_model", "j"]))
@@ -220,10 +240,36 @@ def test_two_process_gspo_run_splits_the_judge_and_writes_once(tiny_model_dir, t
     import sys
 
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "medgspo.cli", "gspo", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out),
-           "--max_steps", "2", "--max_prompts", "8", "--per_device_train_batch_size", "8",
-           "--max_completion_length", "24", "--save_steps", "2", "--temperature", "1.0", "--judge_concurrency", "12"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "medgspo.cli",
+        "gspo",
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--max_prompts",
+        "8",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_completion_length",
+        "24",
+        "--save_steps",
+        "2",
+        "--temperature",
+        "1.0",
+        "--judge_concurrency",
+        "12",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -20,9 +19,10 @@ import pytest
 from openai import OpenAI
 from test_chat import ANSWER, QUESTION, THINKING, memorized_adapter
 
-from medgspo.serve import server as serving
-from medgspo.serve.chat import ChatEngine, GenerationResult
-from medgspo.serve.server import BackgroundServer, ServerConfig, create_app
+from medgspo.cli import main
+from medgspo.serve.app import BackgroundServer, create_app
+from medgspo.serve.engine import ChatEngine, GenerationResult
+from medgspo.serve.protocol import ServerConfig
 
 MODEL_ID = "medgspo-test"
 LIMIT = 16
@@ -243,9 +243,8 @@ def test_full_line_gets_503_and_line_frees_up():
             code, reply = http(url, body)
             assert code == 503 and reply["error"]["code"] == "server_busy"
             engine.release.set()
-            assert first.result(timeout=10)[1]["choices"][0]["message"] == {
-                "role": "assistant", "content": "好", "reasoning_content": "想",
-            }  # fmt: skip
+            message = first.result(timeout=10)[1]["choices"][0]["message"]
+            assert message == {"role": "assistant", "content": "好", "reasoning_content": "想"}
         assert http(server.url + "/health")[1]["in_line"] == 0
 
 
@@ -273,12 +272,6 @@ def test_web_page_is_served(server):
 
 
 # ---- command line -----------------------------------------------------------------------------------------------
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    serving.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -286,13 +279,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
             ["--api-key-env", "MEDGSPO_TEST_NO_SUCH_VAR"],
             "MEDGSPO_TEST_NO_SUCH_VAR: that environment variable is not set",
         ),
-        (["--max-tokens-limit", "0"], "--max-tokens-limit must be >= 1"),
+        (["--max-tokens-limit", "0"], "--max_tokens_limit must be >= 1"),
+        (["--max_queue", "-1"], "--max_queue must be >= 0"),
         (["--port", "70000"], "--port must be between 0 and 65535"),
         (["--adapter", "no-such-adapter"], "adapter folder not found"),
     ],
 )
 def test_cli_mistakes_are_one_line_errors(argv, message, capsys):
-    assert serving.run(parse(argv)) == 2
+    assert main(["serve", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
@@ -301,7 +295,7 @@ def test_cli_reports_a_busy_port(tiny_model_dir, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        assert serving.run(parse(["--model", str(tiny_model_dir), "--port", str(taken.getsockname()[1])])) == 2
+        assert main(["serve", "--model", str(tiny_model_dir), "--port", str(taken.getsockname()[1])]) == 2
     assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
 
 
@@ -310,11 +304,9 @@ def test_cli_serves_until_stopped(tiny_model_dir):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = "import argparse, sys; from medgspo.serve import server as serving; p = argparse.ArgumentParser(); " \
-           "serving.add_arguments(p); sys.exit(serving.run(p.parse_args(sys.argv[1:])))"  # fmt: skip
     env = {**os.environ, "MEDGSPO_TEST_KEY": "k"}
-    argv = [sys.executable, "-c", code, "--model", str(tiny_model_dir), "--port", str(port)]
-    proc = subprocess.Popen([*argv, "--api-key-env", "MEDGSPO_TEST_KEY"], stdout=subprocess.PIPE, text=True, env=env)
+    argv = [sys.executable, "-m", "medgspo.cli", "serve", "--model", str(tiny_model_dir), "--port", str(port)]
+    proc = subprocess.Popen([*argv, "--api_key_env", "MEDGSPO_TEST_KEY"], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout.readline().startswith(f"Serving `{tiny_model_dir}` (API key required)")
         assert http(f"http://127.0.0.1:{port}/health")[0] == 200

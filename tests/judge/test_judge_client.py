@@ -14,7 +14,7 @@ import pytest
 from fake_openai_server import FakeOpenAIServer, Fault, verdict_json
 
 from medgspo.judge import JudgeConfig, JudgeFatalError, make_judge
-from medgspo.judge.client import OpenAIJudge, parse_retry_after, request_fields
+from medgspo.judge.client import OpenAIJudge, request_fields
 
 KEY = "sk-test-0123456789abcdef-secret"
 QUESTION = "患者男，25岁，转移性右下腹痛伴发热。最可能的诊断？"
@@ -365,10 +365,3 @@ def test_retry_logic_with_async_mock() -> None:
     judge._sleep = AsyncMock()
     (judgment,) = judge.judge_batch_sync([item("不是阑尾炎")])
     assert judgment.score == -0.5 and client.post.await_count == 2 and judge._sleep.await_count == 1
-
-
-def test_parse_retry_after_variants() -> None:
-    assert parse_retry_after({"Retry-After": "3"}) == 3.0
-    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, now=1445412470.0) == 10.0
-    assert parse_retry_after({"retry-after": "soon"}) is None and parse_retry_after(None) is None

@@ -1,0 +1,147 @@
+"""The generation engine of ``medgspo chat`` and ``medgspo serve``: one loaded model answering one chat at a time.
+
+    engine = ChatEngine.load("tiny", "runs/sft/adapter")          # model + tokenizer + the adapter's chat format
+    result = engine.generate(engine.question_messages("……"), SamplingOptions(), on_text=print)
+
+:meth:`ChatEngine.generate` streams decoded text to ``on_text`` as soon as it is final and stops early when
+``should_stop`` says so (a client that went away); it returns a :class:`GenerationResult`. torch and transformers
+are imported inside the methods, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medgspo.data.chat_format import ChatFormat
+from medgspo.errors import ModelLoadError
+from medgspo.serve.streaming import prompt_opens_thinking
+from medgspo.utils.generation import SamplingOptions
+from medgspo.utils.models import check_model_arguments, load_for_inference
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    """One finished completion: raw text, token counts and why it stopped (``stop`` or ``length``)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    opens_thinking: bool = True
+
+
+class ChatEngine:
+    """A loaded model that answers chats one at a time (not thread-safe: callers serialize :meth:`generate`)."""
+
+    def __init__(self, model: Any, tokenizer: Any, chat_format: ChatFormat) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat_format = chat_format
+
+    @classmethod
+    def load(cls, model: str | None, adapter: str | Path | None = None) -> ChatEngine:
+        """Load base model (``tiny``, a folder or a Hub id) plus optional LoRA adapter; errors name what is wrong."""
+        check_model_arguments(model, adapter)
+        try:
+            return cls(*load_for_inference(model, adapter))
+        except (OSError, ValueError, RuntimeError) as exc:  # missing files, or an adapter made for another model
+            what = f"{model!r} with adapter {str(adapter)!r}" if adapter else repr(model)
+            raise ModelLoadError(f"cannot load {what}: {first_line(exc)}") from exc
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The generation prompt for a chat (the chat format's system prompt goes first unless one is given)."""
+        if self.chat_format.system_prompt and (not messages or messages[0]["role"] != "system"):
+            messages = [{"role": "system", "content": self.chat_format.system_prompt}, *messages]
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **self.chat_format.chat_template_kwargs()
+        )
+
+    def question_messages(self, question: str) -> list[dict[str, str]]:
+        """The messages for one standalone question."""
+        return self.chat_format.messages(question)
+
+    def generate(
+        self,
+        messages: list[dict[str, str]],
+        options: SamplingOptions,
+        on_text: Callable[[str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> GenerationResult:
+        """Generate one completion; ``on_text`` gets each decoded piece as soon as it is final.
+
+        ``should_stop`` is polled after every token (a client that went away stops the generation early).
+        """
+        import torch
+
+        prompt = self.render(messages)
+        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
+        kwargs = options.generate_kwargs()
+        if on_text is not None:
+            kwargs["streamer"] = callback_streamer(self.tokenizer, on_text)
+        if should_stop is not None:
+            kwargs["stopping_criteria"] = stopping_criteria(should_stop)
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
+        with torch.no_grad():
+            out = self.model.generate(**enc, **kwargs, pad_token_id=self.tokenizer.pad_token_id)
+        new_ids = out[0, enc["input_ids"].shape[1] :].tolist()
+        return GenerationResult(
+            text=self.tokenizer.decode(new_ids, skip_special_tokens=True),
+            prompt_tokens=int(enc["input_ids"].shape[1]),
+            completion_tokens=len(new_ids),
+            finish_reason=self._finish_reason(new_ids, options.max_new_tokens),
+            opens_thinking=prompt_opens_thinking(prompt, self.chat_format.think_open),
+        )
+
+    def _finish_reason(self, new_ids: list[int], max_new_tokens: int) -> str:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        eos_ids = set(eos) if isinstance(eos, list | tuple) else {eos}
+        if len(new_ids) >= max_new_tokens and (not new_ids or new_ids[-1] not in eos_ids):
+            return "length"
+        return "stop"
+
+
+def callback_streamer(tokenizer: Any, on_text: Callable[[str], None]) -> Any:
+    """A transformers ``TextStreamer`` that hands decoded text to ``on_text`` instead of printing it."""
+    from transformers import TextStreamer
+
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+    def on_finalized_text(text: str, stream_end: bool = False) -> None:
+        if text:
+            on_text(text)
+
+    streamer.on_finalized_text = on_finalized_text
+    return streamer
+
+
+def stopping_criteria(should_stop: Callable[[], bool]) -> Any:
+    """A ``StoppingCriteriaList`` that ends generation once ``should_stop()`` is true (checked after every token)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _StopWhen(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), should_stop(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_StopWhen()])
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty).
+
+    >>> first_line(OSError("no such file\\nmore detail"))
+    'no such file'
+    >>> first_line(RuntimeError())
+    'RuntimeError'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,227 @@
+"""OpenAI's chat-completions wire format for ``medgspo serve`` (pure: no HTTP, no model).
+
+    chat = parse_chat_request(json.loads(body), ServerConfig("medgspo"))   # or APIError(400/404, param=...)
+    completion_body(completion_id, model_id, result)                        # a ``chat.completion`` object
+    sse(chunk_body(completion_id, model_id, {"content": "……"}))             # one streamed event
+
+The reasoning goes in ``reasoning_content`` and the answer in ``content`` (the DeepSeek / vLLM convention); errors
+have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from medgspo.serve.engine import GenerationResult
+from medgspo.serve.streaming import split_text
+from medgspo.utils.generation import OptionError, SamplingOptions
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("system", "developer", "user", "assistant")
+
+
+@dataclass
+class ServerConfig:
+    """What one server serves and its limits."""
+
+    model_id: str
+    api_key: str | None = None
+    max_tokens_limit: int = 1024
+    max_body_bytes: int = 1 << 20
+    max_queue: int = 32
+
+
+class APIError(Exception):
+    """An error returned to the client as ``{"error": {...}}`` with an HTTP status.
+
+    >>> APIError(400, "Only n=1 is supported.", param="n").body()["error"]["param"]
+    'n'
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+# ---- requests ---------------------------------------------------------------------------------------------------
+@dataclass
+class ChatRequest:
+    """A validated ``POST /v1/chat/completions`` body."""
+
+    messages: list[dict[str, str]]
+    options: SamplingOptions
+    stream: bool = False
+    include_usage: bool = False
+
+
+def parse_chat_request(body: Any, config: ServerConfig) -> ChatRequest:
+    """Validate a request body; ``APIError`` (400/404) names the offending parameter.
+
+    A missing ``model`` means the served one; another name is ``404 model_not_found``. Parameters this server does
+    not implement (``stop``, ``tools``, ``logprobs``, ...) are ignored, except ``n`` other than 1.
+
+    >>> chat = parse_chat_request({"messages": [{"role": "user", "content": "你好"}], "top_k": -1}, ServerConfig("m"))
+    >>> chat.messages, chat.options.top_k, chat.options.max_new_tokens
+    ([{'role': 'user', 'content': '你好'}], 0, 1024)
+    """
+    if not isinstance(body, dict):
+        raise APIError(400, "The request body must be a JSON object.")
+    model = body.get("model")
+    if model is not None and model != config.model_id:
+        message = f"The model `{model}` does not exist; this server serves `{config.model_id}`."
+        raise APIError(404, message, param="model", code="model_not_found")
+    if _get(body, "n", int, 1) != 1:
+        raise APIError(400, "Only n=1 is supported.", param="n", code="unsupported_value")
+    options, max_name = _sampling_options(body, config.max_tokens_limit)
+    stream = bool(_get(body, "stream", bool, False))
+    stream_options = _get(body, "stream_options", dict, {})
+    include_usage = stream_options.get("include_usage") is True
+    return ChatRequest(parse_messages(body.get("messages")), options, stream, include_usage)
+
+
+def _sampling_options(body: dict[str, Any], max_tokens_limit: int) -> tuple[SamplingOptions, str]:
+    """The request's sampling options (the card's defaults) and the name it used for the token limit."""
+    defaults = SamplingOptions(max_new_tokens=max_tokens_limit)
+    max_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = _get(body, max_name, int, None)
+    top_k = _get(body, "top_k", int, defaults.top_k)
+    options = SamplingOptions(
+        temperature=float(_get(body, "temperature", float, defaults.temperature)),
+        top_p=float(_get(body, "top_p", float, defaults.top_p)),
+        top_k=0 if top_k == -1 else top_k,  # vLLM's "-1 = off"
+        max_new_tokens=max_tokens if max_tokens is not None else defaults.max_new_tokens,
+        seed=_get(body, "seed", int, None),
+    )
+    names = {"max_new_tokens": max_name}
+    try:
+        options.validate(name=lambda field: names.get(field, field))
+    except OptionError as exc:
+        raise APIError(400, str(exc), param=names.get(exc.field, exc.field), code="invalid_value") from None
+    if options.max_new_tokens > max_tokens_limit:
+        message = f"{max_name} must be <= {max_tokens_limit} on this server (got {options.max_new_tokens})."
+        raise APIError(400, message, param=max_name, code="invalid_value")
+    return options, max_name
+
+
+def parse_messages(messages: Any) -> list[dict[str, str]]:
+    """Plain ``{"role", "content"}`` messages from OpenAI's format (string content or a list of text parts).
+
+    >>> parts = [{"type": "text", "text": "问"}]
+    >>> parse_messages([{"role": "developer", "content": "简短"}, {"role": "user", "content": parts}])
+    [{'role': 'system', 'content': '简短'}, {'role': 'user', 'content': '问'}]
+    """
+    if messages is None:
+        message = "Missing required parameter: 'messages'."
+        raise APIError(400, message, param="messages", code="missing_required_parameter")
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "'messages' must be a non-empty array.", param="messages", code="invalid_value")
+    parsed = []
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise APIError(400, f"{where} must be an object.", param=where, code="invalid_type")
+        role = message.get("role")
+        if role not in ROLES:
+            text = f"{where}.role must be one of {', '.join(ROLES)} (got {role!r})."
+            raise APIError(400, text, param=f"{where}.role", code="invalid_value")
+        parsed.append({"role": "system" if role == "developer" else role, "content": _text(message, where)})
+    if parsed[-1]["role"] != "user" or not parsed[-1]["content"].strip():
+        where = f"messages[{len(parsed) - 1}]"
+        raise APIError(400, "The last message must be a non-empty user message.", param=where, code="invalid_value")
+    return parsed
+
+
+def _text(message: dict[str, Any], where: str) -> str:
+    content = message.get("content")
+    if content is None and message.get("role") == "assistant":
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        if all(isinstance(p.get("text"), str) for p in content):
+            return "".join(p["text"] for p in content)
+    text = f"{where}.content must be a string or a list of text parts."
+    raise APIError(400, text, param=f"{where}.content", code="invalid_type")
+
+
+def _get(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    """``body[name]`` checked against ``kind`` (ints count as floats, bools never as numbers); null = absent."""
+    value = body.get(name)
+    if value is None:
+        return default
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+    if kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok:
+        type_name = {int: "an integer", float: "a number", bool: "a boolean", dict: "an object"}[kind]
+        message = f"'{name}' must be {type_name} (got {json.dumps(value)[:40]})."
+        raise APIError(400, message, param=name, code="invalid_type")
+    return value
+
+
+# ---- responses --------------------------------------------------------------------------------------------------
+def completion_body(completion_id: str, model_id: str, result: GenerationResult) -> dict[str, Any]:
+    """A ``chat.completion`` object; reasoning in ``reasoning_content``, answer in ``content``."""
+    thinking, answer = split_text(result.text, start_in_thinking=result.opens_thinking)
+    message = {"role": "assistant", "content": answer, "reasoning_content": thinking}
+    choice = {"index": 0, "message": message, "finish_reason": result.finish_reason, "logprobs": None}
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model_id,
+        "choices": [choice],
+        "usage": usage(result),
+    }
+
+
+def chunk_body(completion_id: str, model_id: str, delta: dict[str, Any], finish_reason: str | None = None) -> dict:
+    """One ``chat.completion.chunk`` of a stream."""
+    choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model_id,
+        "choices": [choice],
+    }
+
+
+def usage(result: GenerationResult) -> dict[str, int]:
+    """OpenAI's ``usage`` object of one completion.
+
+    >>> usage(GenerationResult("想</think>答", prompt_tokens=20, completion_tokens=4, finish_reason="stop"))
+    {'prompt_tokens': 20, 'completion_tokens': 4, 'total_tokens': 24}
+    """
+    total = result.prompt_tokens + result.completion_tokens
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": total,
+    }
+
+
+def sse(data: Any) -> bytes:
+    """One server-sent event: ``data: <json>`` and a blank line (``[DONE]`` as is).
+
+    >>> sse({"a": "答"}), sse("[DONE]")
+    (b'data: {"a": "\\xe7\\xad\\x94"}\\n\\n', b'data: [DONE]\\n\\n')
+    """
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {text}\n\n".encode()

@@ -1,0 +1,66 @@
+"""The training commands: ``medgspo sft``, ``medgspo gspo`` and ``medgspo plan``.
+
+    medgspo sft --config recipes/tiny/sft.yaml --max_steps 5
+    medgspo gspo --config recipes/tiny/gspo.yaml --sft_adapter runs/sft
+    medgspo plan --config recipes/qwen3.5-4b-medical/gspo.yaml --num_processes 4
+
+Without ``--config`` the tiny CPU recipes are used. Every field of the recipe dataclasses is a flag. This module
+imports TRL: ``medgspo.cli`` imports it only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from medgspo.train.gspo import GSPO_ARGUMENTS
+from medgspo.train.gspo import run_gspo as gspo_stage
+from medgspo.train.plan_report import PlanArguments
+from medgspo.train.plan_report import run_plan as plan_lines
+from medgspo.train.sft import SFT_ARGUMENTS
+from medgspo.train.sft import run_sft as sft_stage
+from medgspo.utils.cli import Command, with_default_config
+from medgspo.utils.paths import RECIPES
+
+TINY_SFT_RECIPE = RECIPES / "tiny" / "sft.yaml"
+TINY_GSPO_RECIPE = RECIPES / "tiny" / "gspo.yaml"
+
+
+def _main_process() -> bool:
+    """False in the other processes of a torchrun/accelerate launch (they stay quiet; the main one reports)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run_sft(*args) -> int:
+    result = sft_stage(*args)
+    if _main_process():
+        print(f"\nSFT adapter: {result.output_dir}")
+        print(f"Summary:     {result.output_dir / 'sft_summary.json'}")
+    return 0
+
+
+def run_gspo(*args) -> int:
+    result = gspo_stage(*args)
+    if _main_process():
+        print(f"\nGSPO adapter: {result.output_dir}")
+        print(f"Metrics:      {result.output_dir / 'metrics.jsonl'}")
+        for plot in result.summary["plots"]:
+            print(f"Plot:         {plot}")
+    return 0
+
+
+def run_plan(argv: list[str]) -> int:
+    print("\n".join(plan_lines(with_default_config(argv, TINY_GSPO_RECIPE))))
+    return 0
+
+
+COMMANDS = [
+    Command("sft", SFT_ARGUMENTS, run_sft, "Stage 1: LoRA SFT on TRL's SFTTrainer.", default_config=TINY_SFT_RECIPE),
+    Command("gspo", GSPO_ARGUMENTS, run_gspo, "Stage 2: GSPO on TRL's GRPOTrainer.", default_config=TINY_GSPO_RECIPE),
+    Command(
+        "plan",
+        (*GSPO_ARGUMENTS, PlanArguments),
+        run_plan,
+        "Print what a recipe will do (nothing is trained).",
+        own_parsing=True,
+    ),
+]

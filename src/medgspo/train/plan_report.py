@@ -1,0 +1,257 @@
+"""``medgspo plan``: what a recipe will do before it runs, as text: batch arithmetic, judge calls and cost,
+clipping, memory (the arithmetic lives in :mod:`.batching` and :mod:`.plan`).
+
+    medgspo plan --config recipes/qwen3.5-4b-medical/gspo.yaml
+    medgspo plan --config recipes/qwen3.5-4b-medical/gspo-paper.yaml --num_processes 4
+    medgspo plan --config recipes/qwen3.5-4b-medical/sft.yaml --num_processes 8
+
+Nothing is trained and no judge is called.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medgspo.errors import ConfigError
+from medgspo.rewards import check_rewards
+from medgspo.train.batching import (
+    BatchPlan,
+    batch_plan,
+    clipping_can_act,
+    clipping_diagnosis,
+    judge_concurrency_per_process,
+)
+from medgspo.train.plan import DTYPE_BYTES, JudgeCostPlan, count_parameters, judge_cost_plan, memory_plan
+
+logger = logging.getLogger(__name__)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def gspo_lines(
+    training_args: Any,
+    judge_args: Any,
+    reward_args: Any,
+    plan: BatchPlan,
+    cost: JudgeCostPlan | None,
+    vllm_note: list[str],
+) -> list[str]:
+    """The GSPO part of the plan as text lines."""
+    weights = dict(
+        zip(
+            reward_args.reward_funcs,
+            check_rewards(reward_args.reward_funcs, training_args.reward_weights),
+            strict=True,
+        )
+    )
+    lines = [
+        f"processes                      {plan.num_processes}",
+        f"effective batch                {plan.effective_batch} completions per optimizer step "
+        f"({plan.per_device_batch} per device x {plan.gradient_accumulation_steps} accumulation x "
+        f"{plan.num_processes} processes)",
+        f"prompts per optimizer step     {plan.prompts_per_step:g} (x {plan.num_generations} generations)",
+        f"rollout batch                  {plan.generation_batch} completions = {plan.prompts_per_generation:g} prompts "
+        f"x {plan.num_generations}, {plan.local_rollouts} per process",
+        f"optimizer steps per rollout    {plan.optimizer_steps_per_generation:g}",
+        f"rollouts per optimizer step    {plan.judge_calls_per_step:g} (at most "
+        f"{plan.rollout_tokens_per_step:,.0f} generated tokens)",
+        f"judge calls per optimizer step {plan.judge_calls_per_step:g} (backend {judge_args.judge_backend}, "
+        f"weight {weights['judge']:g})"
+        if "judge" in weights
+        else "judge calls per optimizer step 0 (no `judge` in --reward_funcs)",
+        f"rewards                        {', '.join(f'{n} x {w:g}' for n, w in weights.items())}",
+    ]
+    per_process = judge_concurrency_per_process(judge_args.judge_concurrency, plan.num_processes, plan.local_rollouts)
+    lines.append(
+        f"judge concurrency              {per_process} per process x {plan.num_processes} = "
+        f"{per_process * plan.num_processes} in flight (provider cap --judge_concurrency {judge_args.judge_concurrency})"
+    )
+    if judge_args.judge_backend == "reference":
+        lines.append("judge cost                     $0 (the offline reference judge makes no API calls)")
+    elif cost is not None:
+        prices = judge_args.to_config().prices
+        lines += [
+            f"judge tokens per call          ~{cost.prompt_tokens:,.0f} prompt (~{cost.cached_tokens:,.0f} of them "
+            f"prefix-cache hits) + ~{cost.output_tokens:g} output",
+            f"judge cost                     ${cost.cost_per_call:.6f} per call, ${cost.cost_per_1000_steps:,.2f} per "
+            f"1,000 optimizer steps (USD per M tokens: in {prices.input_per_mtok:g}, cached "
+            f"{prices.cached_input_per_mtok:g}, out {prices.output_per_mtok:g})",
+        ]
+        if training_args.max_steps and training_args.max_steps > 0:
+            lines.append(
+                f"judge cost of this run         ${cost.cost_per_call * cost.calls_per_step * training_args.max_steps:,.2f}"
+                f" for max_steps {training_args.max_steps}"
+            )
+    notes = clipping_diagnosis(
+        training_args.gradient_accumulation_steps,
+        training_args.steps_per_generation,
+        training_args.num_iterations,
+        training_args.importance_sampling_level,
+        training_args.loss_type,
+    )
+    lines.append(
+        "clipping can act               "
+        + (
+            "NO: every update is on-policy, the sequence ratio is exactly 1"
+            if not clipping_can_act(plan.gradient_accumulation_steps, plan.steps_per_generation, plan.num_iterations)
+            else f"yes: {plan.optimizer_steps_per_generation:g} optimizer steps per rollout batch, steps after the "
+            f"first are off-policy (clip range 1-{training_args.epsilon:g} .. "
+            f"1+{training_args.epsilon_high or training_args.epsilon:g})"
+        )
+    )
+    return lines + vllm_note + [f"note: {n}" for n in notes] + [f"problem: {p}" for p in plan.problems()]
+
+
+def vllm_lines(training_args: Any, judge_args: Any, num_processes: int) -> list[str]:
+    """Where rollouts are generated, and a port clash between a vLLM server and a local judge."""
+    if not training_args.use_vllm:
+        return ["rollouts                       transformers generate inside each training process"]
+    if training_args.vllm_mode == "colocate":
+        return [
+            f"rollouts                       vLLM colocated: one engine per process, "
+            f"{training_args.vllm_gpu_memory_utilization:.0%} of each GPU (sleep mode "
+            f"{'on' if training_args.vllm_enable_sleep_mode else 'off'})"
+        ]
+    host = training_args.vllm_server_base_url or f"{training_args.vllm_server_host}:{training_args.vllm_server_port}"
+    lines = [
+        f"rollouts                       vLLM server at {host}: {num_processes} training GPUs + "
+        f"{training_args.vllm_tensor_parallel_size} for `trl vllm-serve`"
+    ]
+    if judge_args.judge_backend == "local":
+        from urllib.parse import urlparse
+
+        judge = urlparse(judge_args.to_config().endpoint)  # the judge's own default URL when none is given
+        same_host = judge.hostname in (training_args.vllm_server_host, "127.0.0.1", "localhost")
+        if (
+            same_host
+            and (judge.port or 80) == training_args.vllm_server_port
+            and not training_args.vllm_server_base_url
+        ):
+            lines.append(
+                f"problem: the local judge ({judge.geturl()}) and the vLLM rollout server share port "
+                f"{training_args.vllm_server_port}; start one of them on another port."
+            )
+    return lines
+
+
+def memory_lines(model_args: Any, plan: BatchPlan, seq_len: int) -> list[str]:
+    """The memory estimate, or one line saying why there is none."""
+    from medgspo.utils.models import resolve_model_path
+
+    try:
+        path = resolve_model_path(model_args.model_name_or_path)
+        n_params, lora, text_config = count_parameters(
+            path, model_args.lora_r, model_args.lora_alpha, model_args.lora_target_modules
+        )
+    except Exception as err:  # noqa: BLE001 - offline hub ids, unknown architectures: the estimate is optional
+        return [
+            f"memory                         not estimated: the model config could not be read ({err.__class__.__name__})"
+        ]
+    dtype_bytes = DTYPE_BYTES.get(model_args.dtype, 2)
+    mem = memory_plan(n_params, lora, text_config, dtype_bytes, plan.local_rollouts, seq_len)
+    return [
+        f"parameters                     {n_params:,} ({lora:,} LoRA, r={model_args.lora_r})",
+        f"memory per process             weights {_gib(mem.weights)} + LoRA training state {_gib(mem.lora_training)} + "
+        f"rollout KV cache {_gib(mem.rollout_kv)} ({plan.local_rollouts} sequences x {seq_len} tokens x "
+        f"{mem.kv_per_token:,} B) = {_gib(mem.total)}, plus activations (not estimated: they depend on gradient "
+        "checkpointing and sequence length)",
+    ]
+
+
+@dataclass
+class PlanArguments:
+    """The plan's own flags (next to every field of the recipe it reads)."""
+
+    num_processes: int = field(default=1, metadata={"help": "Training processes (GPUs) to plan for."})
+    judge_output_tokens: float = field(default=60.0, metadata={"help": "Tokens of one judge verdict."})
+    answer_chars: int | None = field(
+        default=None, metadata={"help": "Characters of a candidate answer (default: the records' mean answer)."}
+    )
+
+
+def run_plan(argv: list[str]) -> list[str]:
+    """Parse ``argv`` (a recipe plus overrides, and the plan's own flags) and return the plan as lines."""
+    from medgspo.utils.cli import make_parser, parse
+
+    # TrainingArguments refuses bf16/fp16 on a machine without a GPU; a plan reads no precision flag, so it can be
+    # made for a GPU recipe anywhere (the memory estimate uses the model's `dtype`).
+    argv = [*argv, "--bf16", "false", "--fp16", "false"]
+    if _is_sft_recipe(argv):
+        from medgspo.train.sft import SFT_ARGUMENTS
+
+        *_, training_args, model_args, opts = parse(make_parser((*SFT_ARGUMENTS, PlanArguments), "medgspo plan"), argv)
+        _check(opts)
+        return sft_lines(training_args, model_args, opts.num_processes)
+    from medgspo.data.records import load_records
+    from medgspo.train.gspo import GSPO_ARGUMENTS
+
+    parser = make_parser((*GSPO_ARGUMENTS, PlanArguments), "medgspo plan")
+    data_args, _, judge_args, reward_args, training_args, model_args, opts = parse(parser, argv)
+    _check(opts)
+    plan = batch_plan(training_args, opts.num_processes)
+    records, source = _records_for_estimate(data_args, load_records)
+    answer_chars = opts.answer_chars or round(sum(len(r["Response"]) for r in records) / len(records))
+    cost = None
+    if judge_args.judge_backend != "reference":
+        cost = judge_cost_plan(
+            records,
+            judge_args.to_config().prices,
+            plan.num_generations,
+            plan.judge_calls_per_step,
+            answer_chars,
+            opts.judge_output_tokens,
+        )
+    seq_len = model_args.max_seq_length
+    lines = [f"GSPO plan for {training_args.output_dir} ({model_args.model_name_or_path})", ""]
+    vllm = vllm_lines(training_args, judge_args, opts.num_processes)
+    lines += gspo_lines(training_args, judge_args, reward_args, plan, cost, vllm)
+    lines += memory_lines(model_args, plan, seq_len)
+    lines.append(
+        f"assumptions                    judge prompts from {source}; candidate answers of {answer_chars} characters; "
+        f"{opts.judge_output_tokens:g} output tokens per verdict; KV cache at {seq_len} tokens (max_seq_length)"
+    )
+    return lines
+
+
+def _check(opts: PlanArguments) -> None:
+    if opts.num_processes < 1:
+        raise ConfigError(f"--num_processes must be >= 1, got {opts.num_processes}")
+
+
+def sft_lines(args: Any, model_args: Any, num_processes: int) -> list[str]:
+    """The plan of an SFT recipe: batch arithmetic and token budget per step."""
+    effective = args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes
+    return [
+        f"SFT plan for {args.output_dir} ({model_args.model_name_or_path})",
+        "",
+        f"processes                      {num_processes}",
+        f"effective batch                {effective} examples per optimizer step "
+        f"({args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulation x "
+        f"{num_processes} processes)",
+        f"tokens per optimizer step      at most {effective * (args.max_length or 0):,} (max_length {args.max_length})",
+        f"LoRA                           r={model_args.lora_r}, alpha={model_args.lora_alpha} on "
+        f"{', '.join(model_args.lora_target_modules or [])}; backend {model_args.backend}",
+    ]
+
+
+def _is_sft_recipe(argv: list[str]) -> bool:
+    from medgspo.train.backends import recipe_values
+
+    values = recipe_values(argv)
+    gspo_keys = {"num_generations", "judge_backend", "importance_sampling_level", "loss_type"}
+    return bool(values) and not gspo_keys & values.keys()
+
+
+def _records_for_estimate(data_args: Any, load_records) -> tuple[list[dict], str]:
+    """The recipe's records when they are local, else the bundled ones (a Hub dataset is not downloaded)."""
+    name = data_args.dataset_name
+    if name is None or Path(name).exists():
+        report = load_records(name, skip_invalid=True)
+        return report.records, ", ".join(report.sources)
+    report = load_records(None)
+    return report.records, f"the bundled records (stand-in for {name}, which is not read to make a plan)"
