@@ -17,8 +17,8 @@ import time
 import torch
 
 from medgspo.data.records import load_records, train_eval_split
-from medgspo.utils.generation import generate
-from medgspo.utils.models import load_for_inference
+from medgspo.modeling.generation import generate
+from medgspo.modeling.loading import load_for_inference
 
 
 def timed(lm, tokenizer, chat_format, questions: list[str], max_new_tokens: int, batch_size: int):

@@ -202,11 +202,12 @@ def _fmt(value: float | None) -> str:
 # ---- the job ----------------------------------------------------------------------------------------------------
 def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
     """Route the flags, run every stage, evaluate, write ``report.md``."""
+    from medgspo.data.arguments import EVAL_SPLIT_FILE
     from medgspo.eval.metrics import markdown_table
     from medgspo.eval.open_ended import run_eval
     from medgspo.train.gspo import GSPO_ARGUMENTS, run_gspo
     from medgspo.train.plots import read_metrics
-    from medgspo.train.sft import EVAL_SPLIT_FILE, SFT_ARGUMENTS, run_sft
+    from medgspo.train.sft import SFT_ARGUMENTS, run_sft
 
     start = time.perf_counter()
     judge_fields = set(JudgeArguments.__dataclass_fields__)

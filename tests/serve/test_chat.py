@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from medgspo.cli import main
+from medgspo.modeling.generation import SamplingOptions
 from medgspo.serve import chat
 from medgspo.serve.chat import SectionPrinter
 from medgspo.serve.cli import ChatArguments
 from medgspo.serve.engine import ChatEngine, GenerationResult
-from medgspo.utils.generation import SamplingOptions
 
 QUESTION = "患者发热咳嗽三天，最可能的诊断是什么？"
 THINKING = "我先想一想。"
@@ -39,7 +39,7 @@ def memorized_adapter(model_dir: Path, out_dir: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     fmt = ChatFormat()
     prompt = tokenizer(fmt.render_prompt(tokenizer, QUESTION), add_special_tokens=False)["input_ids"]
-    target = fmt.assistant_content(THINKING, ANSWER).removeprefix(fmt.think_open + "\n") + "<|im_end|>"
+    target = fmt.assistant_content(THINKING, ANSWER).removeprefix("<think>\n") + "<|im_end|>"
     completion = tokenizer(target, add_special_tokens=False)["input_ids"]
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -10,8 +10,8 @@ from test_chat import ANSWER, QUESTION, THINKING, memorized_adapter
 
 from medgspo.cli import main
 from medgspo.data.chat_format import ChatFormat
+from medgspo.modeling.generation import SamplingOptions
 from medgspo.serve.engine import ChatEngine
-from medgspo.utils.generation import SamplingOptions
 
 SYSTEM_PROMPT = "你是一名谨慎的医生。"
 

@@ -185,7 +185,7 @@ def test_an_adapter_for_another_model_class_is_refused(tiny_model_dir, tmp_path,
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
-    from medgspo.utils.models import AdapterMismatchError, load_adapter
+    from medgspo.modeling.loading import AdapterMismatchError, load_adapter
 
     good = tmp_path / "good"
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)

@@ -74,7 +74,7 @@ def test_card_gspo_recipe_carries_the_card_table():
     from medgspo.train.gspo import GSPO_ARGUMENTS
     from medgspo.utils.cli import parse_args
 
-    argv = ["--config", "recipes/qwen3.5-4b-medical/gspo.yaml", "--use_cpu", "true", "--bf16", "false"]
+    argv = ["--config", str(RECIPE_DIR / "qwen3.5-4b-medical" / "gspo.yaml"), "--use_cpu", "true", "--bf16", "false"]
     data, fmt, judge, rewards, train, model = parse_args(GSPO_ARGUMENTS, argv)
     assert model.model_name_or_path == "Qwen/Qwen3.5-4B"
     assert (train.per_device_train_batch_size, train.gradient_accumulation_steps, train.num_generations) == (2, 4, 4)
@@ -88,7 +88,14 @@ def test_paper_gspo_recipe_lets_clipping_act():
     from medgspo.train.gspo import GSPO_ARGUMENTS
     from medgspo.utils.cli import parse_args
 
-    argv = ["--config", "recipes/qwen3.5-4b-medical/gspo-paper.yaml", "--use_cpu", "true", "--bf16", "false"]
+    argv = [
+        "--config",
+        str(RECIPE_DIR / "qwen3.5-4b-medical" / "gspo-paper.yaml"),
+        "--use_cpu",
+        "true",
+        "--bf16",
+        "false",
+    ]
     *_, train, model = parse_args(GSPO_ARGUMENTS, argv)
     assert train.loss_type == "grpo" and (train.epsilon, train.epsilon_high, train.beta) == (3e-4, 4e-4, 0.0)
     assert train.steps_per_generation > train.gradient_accumulation_steps

@@ -280,3 +280,22 @@ def test_two_process_gspo_run_splits_the_judge_and_writes_once(tiny_model_dir, t
     assert [r["step"] for r in rows] == [1, 2]  # written by the main process only
     assert proc.stdout.count("GSPO adapter:") == 1
     assert (out / "adapter_model.safetensors").is_file() and (out / "chat_format.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "spg, iterations, can_act",
+    [(2, 2, False), (4, 1, False), (4, 2, True), (16, 1, True), (8, 1, True)],
+)
+def test_plan_and_gspo_start_up_apply_one_clipping_rule(spg, iterations, can_act, monkeypatch):
+    """`medgspo plan` and the warning `medgspo gspo` prints at start-up come from the same rule: with accumulation 4,
+    a rollout batch feeds spg x iterations micro-batches; only more than 4 reach a second optimizer step."""
+    from medgspo.train.batching import clipping_can_act, clipping_diagnosis
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = ["--steps_per_generation", str(spg), "--num_iterations", str(iterations), "--loss_type", "grpo"]
+    lines = run_plan(["--config", "recipes/qwen3.5-4b-medical/gspo.yaml", "--gradient_accumulation_steps", "4", *argv])
+    plan_says = next(line for line in lines if line.startswith("clipping can act")).split()[3]
+    warnings = clipping_diagnosis(4, spg, iterations, "sequence", "grpo")
+    assert clipping_can_act(4, spg, iterations) is can_act
+    assert (plan_says == "yes:") is can_act and (plan_says == "NO:") is not can_act
+    assert (not warnings) is can_act  # no on-policy warning exactly when clipping can act

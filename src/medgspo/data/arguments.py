@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from medgspo.data.records import LoadReport, load_records, train_eval_split
 
+EVAL_SPLIT_FILE = "eval_split.jsonl"  # the held-out records, saved beside the SFT adapter
+
 
 @dataclass
 class DataArguments:

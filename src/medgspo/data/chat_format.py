@@ -84,8 +84,6 @@ class ChatFormat:
     name: str = "medgspo-think-v1"
     system_prompt: str | None = None
     enable_thinking: bool = True
-    think_open: str = THINK_OPEN
-    think_close: str = THINK_CLOSE
     template_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -102,7 +100,7 @@ class ChatFormat:
 
     def assistant_content(self, thinking: str, answer: str) -> str:
         """``<think>\\n{thinking}\\n</think>\\n\\n{answer}``."""
-        return f"{self.think_open}\n{thinking.strip()}\n{self.think_close}\n\n{answer.strip()}"
+        return f"{THINK_OPEN}\n{thinking.strip()}\n{THINK_CLOSE}\n\n{answer.strip()}"
 
     def sft_example(self, record: dict[str, str]) -> dict[str, Any]:
         """A conversational prompt-completion example for TRL's ``SFTTrainer``."""

@@ -65,7 +65,7 @@ def _count_oversized(records: list[dict], model: str, max_length: int) -> int:
 
     from medgspo.data.chat_format import ChatFormat
     from medgspo.data.lengths import token_counter
-    from medgspo.utils.models import resolve_model_path
+    from medgspo.data.tiny_model import resolve_model_path
 
     count = token_counter(AutoTokenizer.from_pretrained(resolve_model_path(model)), ChatFormat())
     return sum(count(r) > max_length for r in records)

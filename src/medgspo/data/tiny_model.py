@@ -20,6 +20,7 @@ from medgspo.utils.paths import RESOURCES
 
 logger = logging.getLogger(__name__)
 
+TINY_MODEL = "tiny"  # `--model_name_or_path tiny` builds (once) and uses the embedded tiny model
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TOKENS = ["<think>", "</think>"]  # added, not special: they survive `skip_special_tokens=True`, as in Qwen
 CHAT_TEMPLATE_FILE = RESOURCES / "qwen3_5_chat_template.jinja"
@@ -149,3 +150,10 @@ def ensure_tiny_model(path: str | Path = DEFAULT_TINY_DIR) -> Path:
         return path
     logger.info("Building the tiny default model in %s (first use)", path)
     return create_tiny_model(path)
+
+
+def resolve_model_path(name_or_path: str | None) -> str:
+    """``tiny`` (or nothing) means the embedded tiny model, built on first use; anything else is returned as is."""
+    if name_or_path in (None, "", TINY_MODEL):
+        return str(ensure_tiny_model())
+    return name_or_path

@@ -19,7 +19,7 @@ from medgspo.eval.extraction import extract_choice
 from medgspo.eval.layouts import MCQItem
 from medgspo.eval.metrics import mcq_markdown_table, summarize_mcq
 from medgspo.eval.runner import GenerationSettings, Summaries, Task, completion_fields
-from medgspo.utils.generation import Generation
+from medgspo.modeling.generation import Generation
 from medgspo.utils.io import write_text
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,16 @@ def score_choices(items: list[MCQItem], generations: list[Generation]) -> list[d
     rows = []
     for item, gen in zip(items, generations, strict=True):
         prediction = extract_choice(gen.split.answer, item.letters) if gen.split.answer else None
-        rows.append({"question": item.question, "subject": item.subject, "gold": item.answer,
-                     **completion_fields(gen), "prediction": prediction, "correct": prediction == item.answer})
+        rows.append(
+            {
+                "question": item.question,
+                "subject": item.subject,
+                "gold": item.answer,
+                **completion_fields(gen),
+                "prediction": prediction,
+                "correct": prediction == item.answer,
+            }
+        )
     return rows
 
 

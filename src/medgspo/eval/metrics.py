@@ -20,6 +20,7 @@ from typing import Any
 from medgspo.judge.tiers import TIER_KEYS, tier_key
 from medgspo.utils.stats import quantile
 
+
 # ---- intervals ----------------------------------------------------------------------------------------------------
 def bootstrap_ci(
     values: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0

@@ -28,7 +28,7 @@ from medgspo.eval.plots import plot_summaries
 from medgspo.eval.runner import GenerationSettings, ModelSpec, Summaries, Task, completion_fields, evaluate
 from medgspo.judge import JudgeConfig, JudgeStats, make_judge
 from medgspo.judge.tiers import MALFORMED_SCORE, TIERS, label_for, tier_legend
-from medgspo.utils.generation import Generation
+from medgspo.modeling.generation import Generation
 from medgspo.utils.io import write_text
 
 logger = logging.getLogger(__name__)
@@ -60,16 +60,26 @@ async def judge_rows(
     for row in rows:
         if not row["well_formed"]:
             reason = "no answer after </think>" if not row["answer"] else "malformed think/answer layout"
-            row.update(score=MALFORMED_SCORE, label=label_for(MALFORMED_SCORE), error=None, cached=False,
-                       judge_reason=f"rule: {reason}")
+            row.update(
+                score=MALFORMED_SCORE,
+                label=label_for(MALFORMED_SCORE),
+                error=None,
+                cached=False,
+                judge_reason=f"rule: {reason}",
+            )
     pending = [row for row in rows if row["well_formed"]]
     if not pending:
         return
     items = [{"question": r["question"], "reference": r["reference"], "completion": r["completion"]} for r in pending]
     judgments = await judge.judge_batch(items, stats=stats, progress=progress)
     for row, verdict in zip(pending, judgments, strict=True):
-        row.update(score=verdict.score, label=verdict.label, error=verdict.error, cached=verdict.cached,
-                   judge_reason=verdict.reason)
+        row.update(
+            score=verdict.score,
+            label=verdict.label,
+            error=verdict.error,
+            cached=verdict.cached,
+            judge_reason=verdict.reason,
+        )
 
 
 class OpenTask(Task):
@@ -93,27 +103,37 @@ class OpenTask(Task):
         self._loop = asyncio.new_event_loop()
 
     def close(self) -> None:
-        if self._loop is not None:
-            self._loop.run_until_complete(self._judge.aclose())  # releases connections and the cache file
-            self._loop.close()
-        self._judge = self._loop = None
+        judge, loop, self._judge, self._loop = self._judge, self._loop, None, None
+        if loop is not None:
+            try:
+                loop.run_until_complete(judge.aclose())  # releases connections and the cache file
+            finally:
+                loop.close()
 
     def score(
         self, generations: list[Generation], label: str, settings: GenerationSettings
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         if self._loop is None:
             raise RuntimeError("OpenTask.score before start()")
-        rows = [{"question": q, "reference": r, **completion_fields(g)}
-                for (q, r), g in zip(self.pairs, generations, strict=True)]
+        rows = [
+            {"question": q, "reference": r, **completion_fields(g)}
+            for (q, r), g in zip(self.pairs, generations, strict=True)
+        ]
         stats = JudgeStats()
         judged = sum(row["well_formed"] for row in rows)
         with tqdm(total=judged, desc=f"{label}: judging", unit="answer", disable=not settings.show_progress) as bar:
             self._loop.run_until_complete(judge_rows(self._judge, rows, stats=stats, progress=bar.update))
         summary = summarize_open(rows, seed=settings.seed)
-        summary["judge"] = {"backend": self.config.backend, "model": getattr(self._judge, "judge_id", self.config.model),
-                            "calls": stats.calls, "cache_hits": stats.cache_hits,
-                            "cost_usd": round(stats.cost(self.config.prices), 6)}
-        logger.info("%s: mean score %s over %d judged of %d", label, summary["mean_score"], summary["judged"], len(rows))
+        summary["judge"] = {
+            "backend": self.config.backend,
+            "model": getattr(self._judge, "judge_id", self.config.model),
+            "calls": stats.calls,
+            "cache_hits": stats.cache_hits,
+            "cost_usd": round(stats.cost(self.config.prices), 6),
+        }
+        logger.info(
+            "%s: mean score %s over %d judged of %d", label, summary["mean_score"], summary["judged"], len(rows)
+        )
         return rows, summary
 
     def table(self, summaries: Mapping[str, Mapping[str, Any]]) -> str:
@@ -139,8 +159,11 @@ def eval_markdown(summaries: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def run_eval(
-    models: list[ModelSpec], records: list[Mapping[str, Any]], judge_config: JudgeConfig | None,
-    output_dir: str | Path, **generation: Any,
+    models: list[ModelSpec],
+    records: list[Mapping[str, Any]],
+    judge_config: JudgeConfig | None,
+    output_dir: str | Path,
+    **generation: Any,
 ) -> Summaries:
     """Evaluate each ``(name, model, adapter)`` on ``records`` (``generation``: :class:`GenerationSettings`
     fields) and write the files into ``output_dir``; returns the summaries. The pipeline's entry point."""

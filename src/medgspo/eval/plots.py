@@ -61,8 +61,10 @@ def score_bars(summaries: list[Mapping[str, Any]]) -> tuple[list[float], list[li
 
 def _stacked_tiers(ax: Any, xs: list[int], summaries: list[Mapping[str, Any]]) -> None:
     bottoms = [0.0] * len(xs)
-    segments = [(tier_legend(label), [s["tier_counts"].get(key, 0) for s in summaries])
-                for label, key in zip(TIERS, TIER_KEYS, strict=True)]
+    segments = [
+        (tier_legend(label), [s["tier_counts"].get(key, 0) for s in summaries])
+        for label, key in zip(TIERS, TIER_KEYS, strict=True)
+    ]
     segments.append(("judge failed", [s["judge_failures"] for s in summaries]))
     for (label, counts), color in zip(segments, (*TIER_COLORS, FAILED_COLOR), strict=True):
         fractions = [c / s["n"] if s["n"] else 0.0 for c, s in zip(counts, summaries, strict=True)]

@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 from tqdm.auto import tqdm
 
 from medgspo.errors import ConfigError
-from medgspo.utils.generation import Generation, generate
+from medgspo.modeling.generation import Generation, generate
+from medgspo.modeling.loading import load_for_inference
 from medgspo.utils.io import write_json, write_jsonl
-from medgspo.utils.models import load_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ Summaries = dict[str, dict[str, Any]]
 @dataclass
 class GenerationSettings:
     """How every model answers. ``do_sample`` samples with the model card's settings
-    (:data:`medgspo.utils.generation.CARD_SAMPLING`), else decoding is greedy; batch ``i`` is seeded ``seed + i``."""
+    (:data:`medgspo.modeling.generation.CARD_SAMPLING`), else decoding is greedy; batch ``i`` is seeded ``seed + i``."""
 
     batch_size: int = 16
     max_new_tokens: int = 256
@@ -96,8 +96,13 @@ class Task(ABC):
 def completion_fields(generation: Generation) -> dict[str, Any]:
     """The row fields every task records about a completion."""
     split = generation.split
-    return {"completion": generation.text, "thinking": split.thinking, "answer": split.answer,
-            "well_formed": split.well_formed, "n_tokens": generation.n_tokens}
+    return {
+        "completion": generation.text,
+        "thinking": split.thinking,
+        "answer": split.answer,
+        "well_formed": split.well_formed,
+        "n_tokens": generation.n_tokens,
+    }
 
 
 def check_names(models: list[ModelSpec]) -> None:
@@ -122,8 +127,14 @@ def generate_answers(
         for i, start in enumerate(tqdm(starts, desc=desc, unit="batch", disable=not settings.show_progress)):
             chunk = prompts[start : start + settings.batch_size]
             results += generate(
-                lm, tokenizer, chat_format, chunk, max_new_tokens=settings.max_new_tokens,
-                batch_size=settings.batch_size, do_sample=settings.do_sample, seed=settings.seed + i,
+                lm,
+                tokenizer,
+                chat_format,
+                chunk,
+                max_new_tokens=settings.max_new_tokens,
+                batch_size=settings.batch_size,
+                do_sample=settings.do_sample,
+                seed=settings.seed + i,
             )
     finally:
         del lm
@@ -153,8 +164,13 @@ def evaluate(
             generations = generate_answers(model, adapter, task.prompts, settings, desc=f"{name}: generating")
             rows, summary = task.score(generations, name, settings)
             hit_limit = sum(g.n_tokens >= settings.max_new_tokens for g in generations)
-            summaries[name] = {**summary, "model": model, "adapter": adapter, **settings.recorded(),
-                               "hit_token_limit": hit_limit}
+            summaries[name] = {
+                **summary,
+                "model": model,
+                "adapter": adapter,
+                **settings.recorded(),
+                "hit_token_limit": hit_limit,
+            }
             all_rows += [{"model": name, **row} for row in rows]
             write_jsonl(out / task.files["generations"], all_rows)
     finally:

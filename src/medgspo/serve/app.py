@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+from medgspo.modeling.generation import SamplingOptions
 from medgspo.serve.engine import ChatEngine, GenerationResult
 from medgspo.serve.protocol import (
     APIError,
@@ -37,7 +38,6 @@ from medgspo.serve.protocol import (
     usage,
 )
 from medgspo.serve.streaming import THINKING, ThinkSplitter, prompt_opens_thinking
-from medgspo.utils.generation import SamplingOptions
 from medgspo.utils.paths import RESOURCES
 
 logger = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from typing import TextIO
 
+from medgspo.modeling.generation import SamplingOptions
 from medgspo.serve.engine import ChatEngine, GenerationResult
 from medgspo.serve.streaming import ANSWER, THINKING, ThinkSplitter, prompt_opens_thinking
-from medgspo.utils.generation import SamplingOptions
 
 logger = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 
 from medgspo.data.chat_format import FORMAT_FILE
 from medgspo.errors import ConfigError
+from medgspo.modeling.generation import SamplingOptions
 from medgspo.serve.app import create_app, serve
 from medgspo.serve.chat import answer, repl
 from medgspo.serve.engine import ChatEngine
 from medgspo.serve.export import DTYPES, merge_adapter
 from medgspo.serve.protocol import ServerConfig
 from medgspo.utils.cli import Command
-from medgspo.utils.generation import SamplingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class ChatArguments:
         self.sampling()
 
     def sampling(self) -> SamplingOptions:
-        """The sampling options; :class:`~medgspo.utils.generation.OptionError` names the flag to change."""
+        """The sampling options; :class:`~medgspo.modeling.generation.OptionError` names the flag to change."""
         options = SamplingOptions(self.temperature, self.top_p, self.top_k, self.max_new_tokens, self.seed)
         options.validate(name=lambda name: "--" + name)
         return options
@@ -146,7 +146,7 @@ def run_chat(model: ModelArguments, args: ChatArguments, positionals: argparse.N
     return 0
 
 
-def run_serve(model: ModelArguments, args: ServeArguments, *_: argparse.Namespace) -> int:
+def run_serve(model: ModelArguments, args: ServeArguments) -> int:
     """``medgspo serve``: serve until Ctrl-C or SIGTERM (both exit 0)."""
     config = args.to_config(model)
     engine = ChatEngine.load(model.model, model.adapter)
@@ -168,7 +168,7 @@ def run_serve(model: ModelArguments, args: ServeArguments, *_: argparse.Namespac
     return 0
 
 
-def run_export(args: ExportArguments, *_: argparse.Namespace) -> int:
+def run_export(args: ExportArguments) -> int:
     """``medgspo export``: merge, save, and list the files written."""
     try:
         output = merge_adapter(args.model, args.adapter, args.output, dtype=args.dtype, overwrite=args.overwrite)
@@ -179,7 +179,6 @@ def run_export(args: ExportArguments, *_: argparse.Namespace) -> int:
     return 0
 
 
-# The trailing `*_` of run_serve/run_export takes the namespace TrlParser adds for `--config`.
 COMMANDS = [
     Command(
         "chat",

@@ -18,9 +18,9 @@ from typing import Any
 
 from medgspo.data.chat_format import ChatFormat
 from medgspo.errors import ModelLoadError
+from medgspo.modeling.generation import SamplingOptions
+from medgspo.modeling.loading import check_model_arguments, load_for_inference
 from medgspo.serve.streaming import prompt_opens_thinking
-from medgspo.utils.generation import SamplingOptions
-from medgspo.utils.models import check_model_arguments, load_for_inference
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ChatEngine:
             prompt_tokens=int(enc["input_ids"].shape[1]),
             completion_tokens=len(new_ids),
             finish_reason=self._finish_reason(new_ids, options.max_new_tokens),
-            opens_thinking=prompt_opens_thinking(prompt, self.chat_format.think_open),
+            opens_thinking=prompt_opens_thinking(prompt),
         )
 
     def _finish_reason(self, new_ids: list[int], max_new_tokens: int) -> str:

@@ -16,10 +16,11 @@ import logging
 from pathlib import Path
 
 from medgspo.data.chat_format import ChatFormat
+from medgspo.data.tiny_model import resolve_model_path
 from medgspo.errors import ConfigError, ModelLoadError
+from medgspo.modeling.loading import adapter_base_model, check_model_arguments, load_adapter
 from medgspo.serve.engine import first_line
 from medgspo.utils.io import write_json
-from medgspo.utils.models import adapter_base_model, check_model_arguments, load_adapter, resolve_model_path
 
 logger = logging.getLogger(__name__)
 

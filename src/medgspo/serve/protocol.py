@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from medgspo.modeling.generation import OptionError, SamplingOptions
 from medgspo.serve.engine import GenerationResult
 from medgspo.serve.streaming import split_text
-from medgspo.utils.generation import OptionError, SamplingOptions
 
 logger = logging.getLogger(__name__)
 

@@ -174,7 +174,7 @@ def load_unsloth(model_args: Any, *, adapter: str | None = None, gradient_checkp
         use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
     )
     if adapter:
-        from medgspo.utils.models import load_adapter
+        from medgspo.modeling.loading import load_adapter
 
         model = load_adapter(model, adapter, is_trainable=True)
     else:

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from medgspo.data.arguments import DataArguments
+from medgspo.data.tiny_model import TINY_MODEL
 from medgspo.errors import ConfigError
-from medgspo.utils.generation import CARD_SAMPLING
+from medgspo.modeling.generation import CARD_SAMPLING
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-TINY_MODEL = "tiny"  # `--model_name_or_path tiny` builds (once) and uses the embedded tiny model
 
 
 @dataclass

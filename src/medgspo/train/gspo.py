@@ -22,12 +22,13 @@ from typing import Any
 
 from medgspo.data.arguments import DataArguments, FormatArguments, load_split
 from medgspo.data.chat_format import ChatFormat
+from medgspo.data.tiny_model import TINY_MODEL
 from medgspo.judge.arguments import JudgeArguments
 from medgspo.rewards import RewardArguments, RewardContext, check_rewards, find_judge, get_reward_funcs
 from medgspo.train.batching import clipping_diagnosis, judge_concurrency_per_process
 from medgspo.train.callbacks import make_format_callback, make_metrics_callback, save_chat_files
 from medgspo.train.checkpoints import last_checkpoint
-from medgspo.train.configs import TINY_MODEL, MedGSPOConfig, MedModelConfig, validate_common
+from medgspo.train.configs import MedGSPOConfig, MedModelConfig, validate_common
 from medgspo.utils.io import write_json
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,8 @@ def load_policy(model_args: MedModelConfig, sft_adapter: str | None, dtype: Any,
     a fresh LoRA). With ``--backend unsloth`` the model card's Unsloth loader does both."""
     from transformers import AutoModelForCausalLM
 
-    from medgspo.utils.models import load_adapter, resolve_model_path
+    from medgspo.data.tiny_model import resolve_model_path
+    from medgspo.modeling.loading import load_adapter
 
     base_path = resolve_model_path(model_args.model_name_or_path)
     if model_args.backend == "unsloth":

@@ -141,7 +141,7 @@ def vllm_lines(training_args: Any, judge_args: Any, num_processes: int) -> list[
 
 def memory_lines(model_args: Any, plan: BatchPlan, seq_len: int) -> list[str]:
     """The memory estimate, or one line saying why there is none."""
-    from medgspo.utils.models import resolve_model_path
+    from medgspo.data.tiny_model import resolve_model_path
 
     try:
         path = resolve_model_path(model_args.model_name_or_path)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medgspo.data.arguments import DataArguments, FormatArguments, load_split
+from medgspo.data.arguments import EVAL_SPLIT_FILE, DataArguments, FormatArguments, load_split
 from medgspo.data.chat_format import ChatFormat
 from medgspo.data.lengths import cot_truncator, token_counter
 from medgspo.data.records import describe, fit_length
@@ -28,7 +28,6 @@ from medgspo.utils.io import write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
 
-EVAL_SPLIT_FILE = "eval_split.jsonl"
 SUMMARY_FILE = "sft_summary.json"
 
 
@@ -102,8 +101,8 @@ def run_sft(
     from transformers import AutoTokenizer
     from trl import SFTTrainer
 
+    from medgspo.data.tiny_model import resolve_model_path
     from medgspo.train.backends import check_backend
-    from medgspo.utils.models import resolve_model_path
 
     validate_common(data_args, model_args, training_args.max_length)
     check_backend(model_args.backend)

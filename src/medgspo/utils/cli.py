@@ -9,7 +9,7 @@ of dataclasses) and ``run(*parsed) -> int``; :func:`parse` turns a rejected valu
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,9 +88,59 @@ class Command:
     def __call__(self, argv: Sequence[str]) -> int:
         if self.own_parsing and not {"-h", "--help"} & set(argv):
             return self.run(list(argv))
+        argv = merge_repeated(argv, list_fields(self.arguments))
         return self.run(*parse(self.parser(), argv, self.default_config))
 
 
 def parse_args(dataclass_types: Sequence[type], argv: Sequence[str], prog: str = "medgspo") -> tuple:
     """``make_parser`` + ``parse`` in one call (tests, notebooks, the pipeline's stages)."""
     return parse(make_parser(dataclass_types, prog), argv)
+
+
+def merge_repeated(argv: Sequence[str], flags: Iterable[str]) -> list[str]:
+    """``argv`` with every repeat of a list-valued flag folded into its first occurrence, so that
+    ``--adapter none --adapter runs/sft`` means ``--adapter none runs/sft`` (argparse would keep only the last).
+    ``flags`` are field names; ``--foo_bar``, ``--foo-bar`` and ``--foo_bar=value`` are all recognised.
+
+    >>> merge_repeated(["--adapter", "none", "--limit", "2", "--adapter=runs/sft", "--model", "tiny"], ["adapter"])
+    ['--adapter', 'none', 'runs/sft', '--limit', '2', '--model', 'tiny']
+    >>> merge_repeated(["--max-new-tokens", "8", "--adapter", "a", "b", "--adapter", "-"], ["adapter"])
+    ['--max-new-tokens', '8', '--adapter', 'a', 'b', '-']
+    """
+    wanted = set(flags)
+    out: list[str | list[str]] = []  # a list entry holds one flag's values; later repeats extend it in place
+    merged: dict[str, list[str]] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out += argv[i:]
+            break
+        name, eq, inline = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        key = name.replace("-", "_")
+        i += 1
+        if key not in wanted:
+            out.append(arg)
+            continue
+        values = [inline] if eq else []
+        while not eq and i < len(argv) and not _is_flag(argv[i]):
+            values.append(argv[i])
+            i += 1
+        if key in merged:
+            merged[key] += values
+        else:
+            merged[key] = values
+            out += [f"--{name}", values]
+    return [arg for item in out for arg in (item if isinstance(item, list) else [item])]
+
+
+def list_fields(dataclass_types: Sequence[type]) -> list[str]:
+    """Names of the list-valued fields (flags that take several values)."""
+    import dataclasses
+
+    return [f.name for d in dataclass_types for f in dataclasses.fields(d) if "list[" in str(f.type)]
+
+
+def _is_flag(arg: str) -> bool:
+    """``--x``/``-x`` but not a lone ``-`` (a value: no adapter) or a negative number."""
+    return arg.startswith("-") and len(arg) > 1 and not arg[1:].replace(".", "", 1).isdigit()

@@ -20,6 +20,7 @@ from medgspo.data.records import DataError, Problem, decode_text, iter_json, ite
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class MCQItem:
     """One single-answer multiple-choice question and where it came from."""
@@ -98,7 +99,9 @@ def check_options(options: Any, name: str, path: str, line: int | None) -> tuple
         if not re.fullmatch(r"[A-Z]", key_letter):
             problems.append(Problem(path, line, name, f"option key {key!r} is not a single letter A-Z"))
         elif not isinstance(text, (str, int, float)) or isinstance(text, bool):
-            problems.append(Problem(path, line, name, f"option {key_letter}: expected text, got {type(text).__name__}"))
+            problems.append(
+                Problem(path, line, name, f"option {key_letter}: expected text, got {type(text).__name__}")
+            )
         elif key_letter in clean:
             problems.append(Problem(path, line, name, f"option {key_letter} appears twice"))
         elif str(text).strip():
@@ -132,7 +135,9 @@ def make_item(raw: dict[str, Any], names: dict[str, str], path: str, line: int |
     if answer is None:
         problems.append(Problem(path, line, names["answer"], f"expected option letter(s), got {raw.get('answer')!r}"))
     elif options and any(a not in options for a in answer):
-        problems.append(Problem(path, line, names["answer"], f"{answer!r} is not among the options {''.join(options)}"))
+        problems.append(
+            Problem(path, line, names["answer"], f"{answer!r} is not among the options {''.join(options)}")
+        )
     if problems:
         return None, False, problems
     if len(answer) > 1:

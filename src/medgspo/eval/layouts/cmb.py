@@ -32,8 +32,13 @@ def to_fields(obj: dict[str, Any]) -> dict[str, Any]:
     {'question': '问？', 'options': {'A': '甲'}, 'answer': 'A', 'subject': '护理考试', 'explanation': None}
     """
     subject = next((obj[k] for k in SUBJECT_FIELDS if text_or_none(obj.get(k))), None)
-    return {"question": obj.get("question"), "options": obj.get("option"), "answer": obj.get("answer"),
-            "subject": subject, "explanation": obj.get("explanation")}
+    return {
+        "question": obj.get("question"),
+        "options": obj.get("option"),
+        "answer": obj.get("answer"),
+        "subject": subject,
+        "explanation": obj.get("explanation"),
+    }
 
 
 def load(path: str | Path) -> MCQLoad:

@@ -87,8 +87,13 @@ def load(path: str | Path, subject_column: str | None = None) -> MCQLoad:
             problem = Problem(name, start, "Options", "expected one option per line: 'A 选项文本' (letters unique)")
             results.append((None, False, [problem]))
         else:
-            fields = {"question": row.get("Question"), "options": options, "answer": row.get("Answer"),
-                      "subject": row.get(subject_col) if subject_col else None, "explanation": row.get("Explanation")}
+            fields = {
+                "question": row.get("Question"),
+                "options": options,
+                "answer": row.get("Answer"),
+                "subject": row.get(subject_col) if subject_col else None,
+                "explanation": row.get("Explanation"),
+            }
             results.append(make_item(fields, FIELDS, name, start))
         start = reader.line_num + 1
     return finish(name, NAME, results)

@@ -7,17 +7,13 @@ import json
 
 import pytest
 
+from medgspo.data.chat_format import split_completion
 from medgspo.data.records import DataError
-from medgspo.eval.mcq import (
-    MCQItem,
-    build_prompt,
-    choice_from_completion,
-    detect_layout,
-    extract_choice,
-    load_mcq,
-    normalize_answer,
-    parse_option_lines,
-)
+from medgspo.eval.extraction import choice_from_completion, extract_choice
+from medgspo.eval.layouts import LAYOUTS, MCQItem, detect_layout, load_mcq, normalize_answer
+from medgspo.eval.layouts.cmexam import parse_option_lines
+from medgspo.eval.mcq import build_prompt, score_choices
+from medgspo.modeling.generation import Generation
 
 
 # ---- extraction -------------------------------------------------------------------------------------------------
@@ -120,8 +116,31 @@ def test_build_prompt_lists_options_and_asks_for_a_letter():
     assert "答案：X" in prompt
 
 
+def test_score_choices_reads_the_answer_only():
+    items = [
+        MCQItem("问一？", {"A": "甲", "B": "乙"}, "B"),
+        MCQItem("问二？", {"A": "甲", "B": "乙"}, "A"),
+        MCQItem("问三？", {"A": "甲", "B": "乙"}, "A"),
+    ]
+    texts = ["想：A？\n</think>\n\n答案：B", "答案是A，还没想完", "想\n</think>\n\n答案：E"]
+    gens = [
+        Generation(item.question, text, split_completion(text), 5) for item, text in zip(items, texts, strict=True)
+    ]
+    rows = score_choices(items, gens)
+    assert [(r["prediction"], r["correct"], r["well_formed"]) for r in rows] == [
+        ("B", True, True),
+        (None, False, False),  # no </think>: no answer, so no choice
+        (None, False, True),  # E is not an option letter here
+    ]
+    assert rows[0]["gold"] == "B" and rows[0]["answer"] == "答案：B" and rows[0]["n_tokens"] == 5
+
+
 # ---- our JSONL ----------------------------------------------------------------------------------------------------
 OPTS = {"A": "左前降支", "B": "左主干", "C": "右冠状动脉", "D": "对角支", "E": "间隔支"}
+
+
+def test_layout_registry():
+    assert list(LAYOUTS) == ["medgspo", "cmexam", "cmb"]
 
 
 def test_bundled_mcq_loads():
@@ -131,11 +150,13 @@ def test_bundled_mcq_loads():
 
 
 def test_medgspo_jsonl_skips_multi_answer(write_jsonl):
-    path = write_jsonl([
-        {"question": "问题一？", "options": OPTS, "answer": "C", "subject": "心内科", "explanation": "解析"},
-        {"question": "问题二？", "options": OPTS, "answer": "ACD"},
-        {"question": "问题三？", "options": {**OPTS, "E": ""}, "answer": "ｂ"},  # blank option dropped
-    ])  # fmt: skip
+    path = write_jsonl(
+        [
+            {"question": "问题一？", "options": OPTS, "answer": "C", "subject": "心内科", "explanation": "解析"},
+            {"question": "问题二？", "options": OPTS, "answer": "ACD"},
+            {"question": "问题三？", "options": {**OPTS, "E": ""}, "answer": "ｂ"},  # blank option dropped
+        ]
+    )
     loaded = load_mcq(path)
     assert loaded.skipped_multi == 1 and [i.answer for i in loaded.items] == ["C", "B"]
     first, third = loaded.items
@@ -144,14 +165,16 @@ def test_medgspo_jsonl_skips_multi_answer(write_jsonl):
 
 
 def test_medgspo_jsonl_problems_name_file_line_and_field(write_jsonl):
-    path = write_jsonl([
-        {"question": "好的？", "options": OPTS, "answer": "A"},
-        {"question": "", "options": OPTS, "answer": "A"},
-        {"question": "无选项？", "answer": "A"},
-        {"question": "答案不在选项中？", "options": {"A": "甲", "B": "乙"}, "answer": "E"},
-        "{not json",
-        {"question": "坏键？", "options": {"AB": "甲", "C": "乙"}, "answer": "C"},
-    ])  # fmt: skip
+    path = write_jsonl(
+        [
+            {"question": "好的？", "options": OPTS, "answer": "A"},
+            {"question": "", "options": OPTS, "answer": "A"},
+            {"question": "无选项？", "answer": "A"},
+            {"question": "答案不在选项中？", "options": {"A": "甲", "B": "乙"}, "answer": "E"},
+            "{not json",
+            {"question": "坏键？", "options": {"AB": "甲", "C": "乙"}, "answer": "C"},
+        ]
+    )
     with pytest.raises(DataError) as info:
         load_mcq(path)
     text = str(info.value)
@@ -194,11 +217,22 @@ CMEXAM_HEADER = ["Question", "Options", "Answer", "Explanation", "Disease Group"
 
 
 def test_cmexam_csv(tmp_path):
-    path = _write_csv(tmp_path / "cmexam.csv", CMEXAM_HEADER, [
-        ["有机磷中毒首选的解毒药是", "A 阿托品\nB 新斯的明\nC 碘解磷定\nD 地西泮\nE 甘露醇", "A", "解析", "中毒", "急诊科"],
-        ["多选题", "A 甲\nB 乙\nC 丙", "AB", "", "", ""],
-        ["第三题", "A．甲\nB、乙\nC:丙", "C", "", "呼吸", ""],
-    ])  # fmt: skip
+    path = _write_csv(
+        tmp_path / "cmexam.csv",
+        CMEXAM_HEADER,
+        [
+            [
+                "有机磷中毒首选的解毒药是",
+                "A 阿托品\nB 新斯的明\nC 碘解磷定\nD 地西泮\nE 甘露醇",
+                "A",
+                "解析",
+                "中毒",
+                "急诊科",
+            ],
+            ["多选题", "A 甲\nB 乙\nC 丙", "AB", "", "", ""],
+            ["第三题", "A．甲\nB、乙\nC:丙", "C", "", "呼吸", ""],
+        ],
+    )
     loaded = load_mcq(path)
     assert loaded.layout == "cmexam" and loaded.skipped_multi == 1
     first, third = loaded.items
@@ -207,20 +241,24 @@ def test_cmexam_csv(tmp_path):
     assert third.options == {"A": "甲", "B": "乙", "C": "丙"}
     assert third.subject is None and third.line == 10  # row 1 spans lines 2-6, row 2 lines 7-9
     assert load_mcq(path, layout="cmexam").items == loaded.items
-    from medgspo.eval.mcq import load_cmexam
+    from medgspo.eval.layouts import cmexam
 
-    assert load_cmexam(path, subject_column="Disease Group").items[1].subject == "呼吸"
+    assert cmexam.load(path, subject_column="Disease Group").items[1].subject == "呼吸"
 
 
 def test_cmexam_bad_files(tmp_path):
     missing = _write_csv(tmp_path / "missing.csv", ["Question", "Answer"], [["问？", "A"]])
     with pytest.raises(DataError, match=r"missing\.csv:1: <header>: missing column\(s\) Options"):
         load_mcq(missing)
-    bad = _write_csv(tmp_path / "bad.csv", CMEXAM_HEADER, [
-        ["好题", "A 甲\nB 乙", "A", "", "", ""],
-        ["坏选项", "甲乙丙", "A", "", "", ""],
-        ["坏答案", "A 甲\nB 乙", "是A", "", "", ""],
-    ])  # fmt: skip
+    bad = _write_csv(
+        tmp_path / "bad.csv",
+        CMEXAM_HEADER,
+        [
+            ["好题", "A 甲\nB 乙", "A", "", "", ""],
+            ["坏选项", "甲乙丙", "A", "", "", ""],
+            ["坏答案", "A 甲\nB 乙", "是A", "", "", ""],
+        ],
+    )
     with pytest.raises(DataError) as info:
         load_mcq(bad)
     text = str(info.value)
@@ -237,12 +275,26 @@ def test_parse_option_lines():
 # ---- CMB-Exam JSON ------------------------------------------------------------------------------------------------
 def test_cmb_json(tmp_path):
     items = [
-        {"exam_type": "医师考试", "exam_class": "执业医师", "exam_subject": "临床执业医师", "question": "问一？",
-         "answer": "D", "question_type": "单项选择题", "option": {"A": "甲", "B": "乙", "C": "丙", "D": "丁", "E": ""}},
-        {"exam_type": "医师考试", "exam_class": "执业医师", "exam_subject": "", "question": "问二？",
-         "answer": "ABC", "question_type": "多项选择题", "option": {"A": "甲", "B": "乙", "C": "丙", "D": "丁"}},
+        {
+            "exam_type": "医师考试",
+            "exam_class": "执业医师",
+            "exam_subject": "临床执业医师",
+            "question": "问一？",
+            "answer": "D",
+            "question_type": "单项选择题",
+            "option": {"A": "甲", "B": "乙", "C": "丙", "D": "丁", "E": ""},
+        },
+        {
+            "exam_type": "医师考试",
+            "exam_class": "执业医师",
+            "exam_subject": "",
+            "question": "问二？",
+            "answer": "ABC",
+            "question_type": "多项选择题",
+            "option": {"A": "甲", "B": "乙", "C": "丙", "D": "丁"},
+        },
         {"exam_type": "护理考试", "question": "问三？", "answer": "A", "option": {"A": "甲", "B": "乙"}},
-    ]  # fmt: skip
+    ]
     path = tmp_path / "cmb.json"
     path.write_text(json.dumps(items, ensure_ascii=False, indent=1), encoding="utf-8")
     assert detect_layout(path) == "cmb"

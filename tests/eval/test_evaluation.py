@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
+import asyncio
 import json
 
 import pytest
 
-from medgspo.eval.cli import add_arguments, default_name, resolve_models, run
-from medgspo.eval.mcq import evaluate_mcq, load_mcq, run_mcq
-from medgspo.eval.open_ended import evaluate_open, judge_rows, question_and_reference, run_eval
+from medgspo.cli import main
+from medgspo.eval.cli import default_name, resolve_models
+from medgspo.eval.layouts import load_mcq
+from medgspo.eval.mcq import MCQTask
+from medgspo.eval.open_ended import OpenTask, judge_rows, question_and_reference, run_eval
+from medgspo.eval.runner import GenerationSettings, evaluate
 from medgspo.judge import JudgeConfig, make_judge
+from medgspo.utils.cli import merge_repeated
 
-GEN = {"batch_size": 4, "max_new_tokens": 8, "show_progress": False}
+GEN = GenerationSettings(batch_size=4, max_new_tokens=8, show_progress=False)
 ROW_KEYS = {"question", "reference", "completion", "thinking", "answer", "well_formed", "score", "error", "cached"}
-SUMMARY_KEYS = {"n", "format_compliance", "mean_score", "score_ci_low", "score_ci_high", "tier_counts",
-                "mean_think_chars", "mean_answer_chars", "judge_failures", "model", "adapter", "judge"}  # fmt: skip
+SUMMARY_KEYS = {"n", "format_compliance", "mean_score", "score_ci_low", "score_ci_high", "tier_counts"}
+SUMMARY_KEYS |= {"mean_think_chars", "mean_answer_chars", "judge_failures", "model", "adapter", "judge"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,8 +46,20 @@ def lora_adapter(tiny_model_dir, tmp_path_factory):
     return path
 
 
-def _reference_judge():
-    return make_judge(JudgeConfig(backend="reference"))
+def _judge_and_close(judge, rows):
+    """What OpenTask does per model, on a fresh event loop, then release the judge (its cache file)."""
+
+    async def run():
+        try:
+            await judge_rows(judge, rows)
+        finally:
+            await judge.aclose()
+
+    asyncio.run(run())
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 # ---- judging rows (no model) ----------------------------------------------------------------------------------
@@ -51,8 +67,13 @@ def test_judge_rows_rules_and_reference_verdicts():
     question, reference = "转移性右下腹痛伴麦氏点压痛，最可能的诊断？", "急性阑尾炎。"
 
     def row(completion, answer, well_formed):
-        return {"question": question, "reference": reference, "completion": completion, "answer": answer,
-                "well_formed": well_formed}  # fmt: skip
+        return {
+            "question": question,
+            "reference": reference,
+            "completion": completion,
+            "answer": answer,
+            "well_formed": well_formed,
+        }
 
     rows = [
         row("想一想\n</think>\n\n急性阑尾炎", "急性阑尾炎", True),  # identical to the reference: +2.0
@@ -63,7 +84,7 @@ def test_judge_rows_rules_and_reference_verdicts():
         row("只有思考，没有结束标签", "", False),  # -1.0 by rule
         row("想\n</think>\n\n</think>\n\n急性阑尾炎", "急性阑尾炎", False),  # several </think>: -1.0 by rule
     ]
-    judge_rows(_reference_judge(), rows, show_progress=False)
+    _judge_and_close(make_judge(JudgeConfig(backend="reference")), rows)
     assert [r["score"] for r in rows] == [2.0, 0.0, None, -1.0, -1.0]
     assert [r["label"] for r in rows] == ["A", "C", None, "E", "E"]
     assert rows[2]["error"].startswith("undecided")
@@ -79,20 +100,29 @@ def test_judge_rows_with_an_api_judge_and_its_cache(tmp_path):
     answers = ["急性阑尾炎", "不是急性阑尾炎", "阑尾的急性炎症"]  # server rule: A, D, B
 
     def rows():
-        judged = [{"question": question, "reference": reference, "completion": f"想\n</think>\n\n{a}", "answer": a,
-                   "well_formed": True} for a in answers]  # fmt: skip
-        return judged + [{"question": question, "reference": reference, "completion": "想", "answer": "",
-                          "well_formed": False}]  # fmt: skip
+        judged = [
+            {
+                "question": question,
+                "reference": reference,
+                "completion": f"想\n</think>\n\n{a}",
+                "answer": a,
+                "well_formed": True,
+            }
+            for a in answers
+        ]
+        return judged + [
+            {"question": question, "reference": reference, "completion": "想", "answer": "", "well_formed": False}
+        ]
 
     config = JudgeConfig(model="fake-judge", cache_path=str(tmp_path / "cache.sqlite"), max_retries=0)
     with FakeOpenAIServer() as server:
         config.base_url = server.base_url
         first = rows()
-        judge_rows(make_judge(config, api_key="test-key"), first, show_progress=False)
+        _judge_and_close(make_judge(config, api_key="test-key"), first)
         assert [r["score"] for r in first] == [2.0, -0.5, 0.5, -1.0]
         assert len(server.requests) == 3 and not any(r["cached"] for r in first)  # malformed: no request
         again = rows()
-        judge_rows(make_judge(config, api_key="test-key"), again, show_progress=False)  # a new judge, same cache
+        _judge_and_close(make_judge(config, api_key="test-key"), again)  # a new judge, same cache
         assert [r["score"] for r in again] == [2.0, -0.5, 0.5, -1.0]
         assert len(server.requests) == 3 and all(r["cached"] for r in again[:3])
 
@@ -102,19 +132,25 @@ def test_question_and_reference_accepts_both_schemas():
     assert question_and_reference({"question": "问？", "reference": "答。"}, 1) == ("问？", "答。")
     with pytest.raises(ValueError, match="record 2"):
         question_and_reference({"Question": "问？"}, 2)
+    with pytest.raises(ValueError, match="record 1"):
+        OpenTask([{"Question": "问？", "Response": "答。"}, {"question": "没有参考答案"}])  # checked before any model
 
 
 # ---- end to end on the tiny model -----------------------------------------------------------------------------
 @pytest.mark.slow
-def test_evaluate_open_tiny_model(tiny_model_dir, bundled_records):
-    summary, rows = evaluate_open(str(tiny_model_dir), None, bundled_records[:4], JudgeConfig(backend="reference"),
-                                  **GEN)  # fmt: skip
+def test_evaluate_open_tiny_model(tiny_model_dir, bundled_records, tmp_path):
+    records = bundled_records[:4]
+    summaries = evaluate(
+        OpenTask(records, JudgeConfig(backend="reference")), [("tiny", str(tiny_model_dir), None)], tmp_path, GEN
+    )
+    summary, rows = summaries["tiny"], _lines(tmp_path / "generations.jsonl")
     assert SUMMARY_KEYS <= summary.keys()
     assert summary["n"] == 4 and len(rows) == 4
     assert summary["judged"] + summary["judge_failures"] == 4
     assert sum(summary["tier_counts"].values()) == summary["judged"]
     assert summary["judge"]["backend"] == "reference" and summary["max_new_tokens"] == 8
-    for row, record in zip(rows, bundled_records[:4], strict=True):
+    assert 0 <= summary["hit_token_limit"] <= 4
+    for row, record in zip(rows, records, strict=True):
         assert ROW_KEYS <= row.keys()
         assert row["question"] == record["Question"].strip() and row["reference"] == record["Response"].strip()
         assert 0 < row["n_tokens"] <= 8
@@ -125,10 +161,12 @@ def test_evaluate_open_tiny_model(tiny_model_dir, bundled_records):
 @pytest.mark.slow
 def test_run_eval_writes_every_file(tiny_model_dir, lora_adapter, bundled_records, tmp_path):
     models = [("base", str(tiny_model_dir), None), ("sft", str(tiny_model_dir), str(lora_adapter))]
-    summaries = run_eval(models, bundled_records[:3], None, tmp_path, seed=1, **GEN)
+    summaries = run_eval(
+        models, bundled_records[:3], None, tmp_path, seed=1, batch_size=4, max_new_tokens=8, show_progress=False
+    )
     assert list(summaries) == ["base", "sft"]
     assert summaries["sft"]["adapter"] == str(lora_adapter)
-    lines = [json.loads(line) for line in (tmp_path / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
+    lines = _lines(tmp_path / "generations.jsonl")
     assert [line["model"] for line in lines] == ["base"] * 3 + ["sft"] * 3
     assert all(ROW_KEYS <= line.keys() for line in lines)
     saved = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))
@@ -138,42 +176,88 @@ def test_run_eval_writes_every_file(tiny_model_dir, lora_adapter, bundled_record
     assert "\n| base | 3 |" in table and "\n| sft | 3 |" in table
     assert (tmp_path / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="unique"):
-        run_eval([("a", "tiny", None), ("a", "tiny", None)], bundled_records[:1], None, tmp_path, **GEN)
+        run_eval([("a", "tiny", None), ("a", "tiny", None)], bundled_records[:1], None, tmp_path)
 
 
 @pytest.mark.slow
-def test_evaluate_and_run_mcq(tiny_model_dir, tmp_path):
+def test_evaluate_mcq(tiny_model_dir, tmp_path):
     items = load_mcq().items[:4]
-    summary, rows = evaluate_mcq(str(tiny_model_dir), None, items, **GEN)
+    summaries = evaluate(MCQTask(items), [("tiny", str(tiny_model_dir), None)], tmp_path, GEN)
+    summary, rows = summaries["tiny"], _lines(tmp_path / "mcq_generations.jsonl")
     assert summary["n"] == 4 and 0 <= summary["correct"] <= 4
     assert {"accuracy", "ci_low", "ci_high", "no_choice", "format_compliance", "per_subject"} <= summary.keys()
     assert sum(s["n"] for s in summary["per_subject"].values()) == 4
     for row, item in zip(rows, items, strict=True):
+        assert row["model"] == "tiny"
         assert row["gold"] == item.answer and row["correct"] == (row["prediction"] == item.answer)
         assert row["prediction"] is None or row["prediction"] in item.letters
-    summaries = run_mcq([("tiny", str(tiny_model_dir), None)], items[:2], tmp_path, **GEN)
-    assert summaries["tiny"]["n"] == 2
-    assert len((tmp_path / "mcq_generations.jsonl").read_text(encoding="utf-8").splitlines()) == 2
-    assert json.loads((tmp_path / "mcq.json").read_text(encoding="utf-8"))["tiny"]["n"] == 2
-    assert "| tiny | 2 |" in (tmp_path / "mcq.md").read_text(encoding="utf-8")
+    assert json.loads((tmp_path / "mcq.json").read_text(encoding="utf-8"))["tiny"]["n"] == 4
+    assert "| tiny | 4 |" in (tmp_path / "mcq.md").read_text(encoding="utf-8")
 
 
 # ---- the command ----------------------------------------------------------------------------------------------
-def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="medgspo eval")
-    add_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
 def test_help_lists_every_flag(capsys):
     with pytest.raises(SystemExit) as info:
-        _args("--help")
+        main(["eval", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--model", "--adapter", "--name", "--task", "--data", "--limit", "--output-dir", "--judge-backend",
-                 "--judge-base-url", "--judge-model", "--judge-concurrency", "--judge-cache", "--api-key-env",
-                 "--batch-size", "--max-new-tokens", "--sample", "--seed"):  # fmt: skip
+    for flag in (
+        "--model",
+        "--adapter",
+        "--name",
+        "--task",
+        "--data",
+        "--mcq_layout",
+        "--limit",
+        "--output_dir",
+        "--judge_backend",
+        "--judge_base_url",
+        "--judge_model",
+        "--judge_concurrency",
+        "--judge_cache",
+        "--judge_api_key_env",
+        "--judge_undecided_score",
+        "--batch_size",
+        "--max_new_tokens",
+        "--sample",
+        "--seed",
+        "--no_progress",
+        "--config",
+    ):
         assert flag in out
+
+
+def test_repeated_and_multi_value_list_flags_merge():
+    argv = ["--adapter", "none", "--limit", "2", "--adapter=runs/sft", "--model-x", "m", "--adapter", "-"]
+    assert merge_repeated(argv, ["adapter"]) == [
+        "--adapter",
+        "none",
+        "runs/sft",
+        "-",
+        "--limit",
+        "2",
+        "--model-x",
+        "m",
+    ]
+    assert merge_repeated(["--model", "a", "b", "--", "--model", "c"], ["model"]) == [
+        "--model",
+        "a",
+        "b",
+        "--",
+        "--model",
+        "c",
+    ]
+    from medgspo.eval.cli import COMMANDS, LIST_FLAGS
+    from medgspo.utils.cli import parse
+
+    parser = COMMANDS[0].parser()
+    for argv in (
+        ["--adapter", "none", "--adapter", "runs/sft"],
+        ["--adapter", "none", "runs/sft"],
+        ["--adapter", "none", "--name", "base", "sft", "--adapter", "runs/sft"],
+    ):
+        args, _ = parse(parser, merge_repeated(argv, LIST_FLAGS))
+        assert args.adapter == ["none", "runs/sft"]
 
 
 def test_resolve_models():
@@ -200,34 +284,65 @@ def test_resolve_models():
     ("argv", "message"),
     [
         (("--limit", "0"), "--limit must be >= 1"),
-        (("--batch-size", "0"), "--batch-size must be >= 1"),
-        (("--adapter", "/no/such/adapter"), "--adapter /no/such/adapter: not a folder with adapter_config.json"),
-        (("--model", "./no/such/model"), "--model ./no/such/model: no such folder"),
+        (("--batch-size", "0"), "--batch_size must be >= 1"),
+        (("--max_new_tokens", "0"), "--max_new_tokens must be >= 1"),
+        (("--adapter", "/no/such/adapter"), "adapter folder not found: /no/such/adapter"),
+        (("--model", "./no/such/model"), "model folder not found: ./no/such/model"),
+        (("--model", "a", "b", "--adapter", "x", "y", "z"), "--adapter is given 3 times but --model 2 times"),
         (("--model", "a", "--model", "b", "--adapter", "x", "--adapter", "y", "--adapter", "z"), "--adapter is given"),
-        (("--judge-backend", "local"), "--judge-backend local needs --judge-model"),
+        (("--judge-backend", "local"), "--judge_backend local needs --judge_model"),
+        (("--judge_undecided_score", "0.5", "--judge_backend", "openai"), "--judge_undecided_score only applies"),
         (("--task", "mcq", "--data", "/no/such/items.jsonl"), "/no/such/items.jsonl: <path>: no such file"),
+        (("--config", "/no/such/eval.yaml"), "--config /no/such/eval.yaml: no such file"),
     ],
 )
-def test_user_mistakes_end_in_one_line_errors(argv, message, capsys, tmp_path):
-    assert run(_args(*argv, "--output-dir", str(tmp_path), "--no-progress")) == 2
+def test_user_mistakes_end_in_error_lines(argv, message, capsys, tmp_path):
+    assert main(["eval", *argv, "--output_dir", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("medgspo eval: error: ") and message in err and err.count("\n") == 1
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err
 
 
 def test_missing_judge_key_stops_before_generation(write_jsonl, monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("MEDGSPO_TEST_NO_KEY", raising=False)
     data = write_jsonl([{"Question": "问？", "Complex_CoT": "想。", "Response": "答。"}])
-    args = _args("--data", str(data), "--judge-backend", "openai", "--api-key-env", "MEDGSPO_TEST_NO_KEY",
-                 "--model", "./no-model-needed", "--output-dir", str(tmp_path))  # fmt: skip
-    args.model = ["tiny-not-loaded"]  # would fail to load: proves the judge fails first
-    assert run(args) == 3
+    code = main(
+        [
+            "eval",
+            "--data",
+            str(data),
+            "--judge_backend",
+            "openai",
+            "--judge_api_key_env",
+            "MEDGSPO_TEST_NO_KEY",
+            "--model",
+            "tiny-not-loaded",
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
+    assert code == 3  # the model would fail to load: the judge failed first
     assert "MEDGSPO_TEST_NO_KEY" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_cli_mcq_end_to_end(tiny_model_dir, capsys, tmp_path):
-    code = run(_args("--task", "mcq", "--model", str(tiny_model_dir), "--limit", "2", "--max-new-tokens", "4",
-                     "--output-dir", str(tmp_path), "--no-progress"))  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "--task",
+            "mcq",
+            "--model",
+            str(tiny_model_dir),
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--output-dir",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "| model | n | accuracy [95% CI]" in out
@@ -237,9 +352,47 @@ def test_cli_mcq_end_to_end(tiny_model_dir, capsys, tmp_path):
 @pytest.mark.slow
 def test_cli_open_end_to_end(tiny_model_dir, write_jsonl, capsys, tmp_path):
     data = write_jsonl([{"Question": f"问题{i}？", "Complex_CoT": "想。", "Response": "答。"} for i in range(3)])
-    code = run(_args("--data", str(data), "--model", str(tiny_model_dir), "--name", "tiny", "--limit", "2",
-                     "--max-new-tokens", "4", "--output-dir", str(tmp_path / "out"), "--no-progress"))  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "--data",
+            str(data),
+            "--model",
+            str(tiny_model_dir),
+            "--name",
+            "tiny",
+            "--limit",
+            "2",
+            "--max_new_tokens",
+            "4",
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--no_progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "| tiny | 2 |" in out and str(tmp_path / "out" / "eval.png") in out
     assert len((tmp_path / "out" / "generations.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spelling", ["--max-new-tokens", "--max_new_tokens", "config"])
+def test_cli_flag_spellings_and_config(spelling, tiny_model_dir, write_jsonl, capsys, tmp_path):
+    """``--max-new-tokens 8``, ``--max_new_tokens 8`` and ``max_new_tokens: 8`` in ``--config`` mean the same."""
+    data = write_jsonl([{"Question": f"问题{i}？", "Complex_CoT": "想。", "Response": "答。"} for i in range(3)])
+    out_dir = tmp_path / "out"
+    common = ["--data", str(data), "--model", str(tiny_model_dir), "--limit", "2", "--output_dir", str(out_dir)]
+    if spelling == "config":
+        recipe = tmp_path / "eval.yaml"
+        recipe.write_text(
+            f"max_new_tokens: 8\nprogress: false\nadapter: [none]\noutput_dir: {out_dir}\n", encoding="utf-8"
+        )
+        argv = ["--config", str(recipe), "--data", str(data), "--model", str(tiny_model_dir), "--limit", "2"]
+    else:
+        argv = [*common, spelling, "8", "--no-progress"]
+    assert main(["eval", *argv]) == 0
+    summary = json.loads((out_dir / "eval.json").read_text(encoding="utf-8"))
+    (only,) = summary.values()
+    assert only["max_new_tokens"] == 8 and only["n"] == 2
+    assert all(row["n_tokens"] <= 8 for row in _lines(out_dir / "generations.jsonl"))

@@ -7,15 +7,14 @@ import math
 import pytest
 
 from medgspo.eval.metrics import (
-    TIER_KEYS,
     bootstrap_ci,
     markdown_table,
     mcq_markdown_table,
     summarize_mcq,
     summarize_open,
-    tier_key,
     wilson_interval,
 )
+from medgspo.judge.tiers import TIER_KEYS, tier_key
 
 
 # ---- bootstrap ----------------------------------------------------------------------------------------------------

@@ -12,20 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from medgspo.data.chat_format import ChatFormat
+from medgspo.data.tiny_model import resolve_model_path
 from medgspo.errors import AdapterMismatchError, ModelLoadError
 from medgspo.utils.paths import looks_like_path
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_model_path(name_or_path: str | None) -> str:
-    """``tiny`` (or nothing) means the embedded tiny model, built on first use."""
-    from medgspo.data.tiny_model import ensure_tiny_model
-    from medgspo.train.configs import TINY_MODEL
-
-    if name_or_path in (None, "", TINY_MODEL):
-        return str(ensure_tiny_model())
-    return name_or_path
 
 
 def load_adapter(model: Any, adapter: str | Path, *, is_trainable: bool = False):
