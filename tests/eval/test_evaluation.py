@@ -8,8 +8,8 @@ import json
 import pytest
 
 from medgspo.cli import main
+from medgspo.eval.benchmarks import load_benchmarks
 from medgspo.eval.cli import default_name, resolve_models
-from medgspo.eval.layouts import load_mcq
 from medgspo.eval.mcq import MCQTask
 from medgspo.eval.open_ended import OpenTask, judge_rows, question_and_reference, run_eval
 from medgspo.eval.runner import GenerationSettings, evaluate
@@ -181,18 +181,22 @@ def test_run_eval_writes_every_file(tiny_model_dir, lora_adapter, bundled_record
 
 @pytest.mark.slow
 def test_evaluate_mcq(tiny_model_dir, tmp_path):
-    items = load_mcq().items[:4]
-    summaries = evaluate(MCQTask(items), [("tiny", str(tiny_model_dir), None)], tmp_path, GEN)
-    summary, rows = summaries["tiny"], _lines(tmp_path / "mcq_generations.jsonl")
-    assert summary["n"] == 4 and 0 <= summary["correct"] <= 4
-    assert {"accuracy", "ci_low", "ci_high", "no_choice", "format_compliance", "per_subject"} <= summary.keys()
+    benchmarks = load_benchmarks(None, limit=4)
+    items = benchmarks[0].items
+    summaries = evaluate(MCQTask(benchmarks), [("tiny", str(tiny_model_dir), None)], tmp_path, GEN)
+    summary, rows = summaries["tiny"]["benchmarks"]["medgspo"], _lines(tmp_path / "mcq_generations.jsonl")
+    assert summary["n"] == 4 and summary["samples"] == 1 and 0 <= summary["accuracy"] <= 1
+    assert {"ci_low", "ci_high", "unreadable", "answers", "format_compliance", "per_subject"} <= summary.keys()
     assert sum(s["n"] for s in summary["per_subject"].values()) == 4
     for row, item in zip(rows, items, strict=True):
-        assert row["model"] == "tiny"
+        assert row["model"] == "tiny" and row["benchmark"] == "medgspo" and row["sample"] == 0
         assert row["gold"] == item.answer and row["correct"] == (row["prediction"] == item.answer)
         assert row["prediction"] is None or row["prediction"] in item.letters
-    assert json.loads((tmp_path / "mcq.json").read_text(encoding="utf-8"))["tiny"]["n"] == 4
-    assert "| tiny | 4 |" in (tmp_path / "mcq.md").read_text(encoding="utf-8")
+    saved = json.loads((tmp_path / "mcq.json").read_text(encoding="utf-8"))["tiny"]
+    assert saved["benchmarks"]["medgspo"]["n"] == 4 and saved["num_samples"] == 1
+    assert "| medgspo | tiny | 4 |" in (tmp_path / "mcq.md").read_text(encoding="utf-8")
+    table = json.loads((tmp_path / "mcq_table.json").read_text(encoding="utf-8"))
+    assert [(r["benchmark"], r["model"], r["n"]) for r in table["results"]] == [("medgspo", "tiny", 4)]
 
 
 # ---- the command ----------------------------------------------------------------------------------------------
@@ -208,6 +212,9 @@ def test_help_lists_every_flag(capsys):
         "--task",
         "--data",
         "--mcq_layout",
+        "--subjects",
+        "--mcq_prompt",
+        "--num_samples",
         "--limit",
         "--output_dir",
         "--judge_backend",
@@ -293,6 +300,11 @@ def test_resolve_models():
         (("--judge-backend", "local"), "--judge_backend local needs --judge_model"),
         (("--judge_undecided_score", "0.5", "--judge_backend", "openai"), "--judge_undecided_score only applies"),
         (("--task", "mcq", "--data", "/no/such/items.jsonl"), "/no/such/items.jsonl: <path>: no such file"),
+        (("--task", "mcq", "--num_samples", "2"), "--num_samples > 1 needs --sample"),
+        (("--task", "mcq", "--num_samples", "0"), "--num_samples must be >= 1"),
+        (("--task", "mcq", "--subjects", "anatomy"), "--subjects picks CMMLU subject files, but no --data is CMMLU"),
+        (("--subjects", "anatomy"), "--subjects applies to --task mcq only"),
+        (("--data", "a.jsonl", "--data", "b.jsonl"), "--task open reads one --data (got 2)"),
         (("--config", "/no/such/eval.yaml"), "--config /no/such/eval.yaml: no such file"),
     ],
 )
@@ -345,7 +357,7 @@ def test_cli_mcq_end_to_end(tiny_model_dir, capsys, tmp_path):
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "| model | n | accuracy [95% CI]" in out
+    assert "| benchmark | model | n | accuracy [95% CI] | unreadable |" in out
     assert str(tmp_path / "mcq.md") in out and (tmp_path / "mcq_generations.jsonl").is_file()
 
 

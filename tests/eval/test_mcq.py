@@ -1,4 +1,7 @@
-"""Multiple choice: the strict answer extractor, the prompt, and the three input layouts (good and bad files)."""
+"""Multiple choice: the strict answer extractor, the prompt, and our, CMExam and CMB layouts (good and bad files).
+
+MedQA and CMMLU, detection and several benchmarks in one run: test_benchmarks.py; real answer styles:
+test_extraction.py."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from medgspo.data.records import DataError
 from medgspo.eval.extraction import choice_from_completion, extract_choice
 from medgspo.eval.layouts import LAYOUTS, MCQItem, detect_layout, load_mcq, normalize_answer
 from medgspo.eval.layouts.cmexam import parse_option_lines
-from medgspo.eval.mcq import build_prompt, score_choices
+from medgspo.eval.mcq import build_prompt, score_choice
 from medgspo.modeling.generation import Generation
 
 
@@ -126,7 +129,7 @@ def test_score_choices_reads_the_answer_only():
     gens = [
         Generation(item.question, text, split_completion(text), 5) for item, text in zip(items, texts, strict=True)
     ]
-    rows = score_choices(items, gens)
+    rows = [score_choice(item, gen) for item, gen in zip(items, gens, strict=True)]
     assert [(r["prediction"], r["correct"], r["well_formed"]) for r in rows] == [
         ("B", True, True),
         (None, False, False),  # no </think>: no answer, so no choice
@@ -140,7 +143,7 @@ OPTS = {"A": "左前降支", "B": "左主干", "C": "右冠状动脉", "D": "对
 
 
 def test_layout_registry():
-    assert list(LAYOUTS) == ["medgspo", "cmexam", "cmb"]
+    assert list(LAYOUTS) == ["medgspo", "cmexam", "cmb", "medqa", "cmmlu"]
 
 
 def test_bundled_mcq_loads():

@@ -1,4 +1,6 @@
-"""Evaluation metrics with hand-worked values: bootstrap and Wilson intervals, summaries, Markdown tables."""
+"""Evaluation metrics with hand-worked values: bootstrap and Wilson intervals, the open-ended summary and table.
+
+The multiple-choice ones are in test_mcq_metrics.py."""
 
 from __future__ import annotations
 
@@ -6,14 +8,7 @@ import math
 
 import pytest
 
-from medgspo.eval.metrics import (
-    bootstrap_ci,
-    markdown_table,
-    mcq_markdown_table,
-    summarize_mcq,
-    summarize_open,
-    wilson_interval,
-)
+from medgspo.eval.metrics import bootstrap_ci, markdown_table, summarize_open, wilson_interval
 from medgspo.judge.tiers import TIER_KEYS, tier_key
 
 
@@ -128,29 +123,3 @@ def test_markdown_table_side_by_side():
     assert table[3] == "| sft | 2 | 100.0% | 2.00 [2.00, 2.00] | 1 / 0 / 0 / 0 / 0 | 1 / 1 | 50.0% | 1 (1 abstained) |"
     nothing = markdown_table({"x|y": summarize_open([_row(None, error="HTTP 500")])}).splitlines()[2]
     assert nothing.startswith("| x\\|y | 1 | 100.0% | n/a [n/a, n/a] |")
-
-
-# ---- multiple choice ----------------------------------------------------------------------------------------------
-def test_summarize_mcq_hand_worked():
-    rows = [
-        {"correct": True, "prediction": "A", "well_formed": True, "subject": "心内科"},
-        {"correct": True, "prediction": "B", "well_formed": True, "subject": "心内科"},
-        {"correct": False, "prediction": "C", "well_formed": True, "subject": "儿科"},
-        {"correct": False, "prediction": None, "well_formed": False, "subject": None},
-    ]
-    s = summarize_mcq(rows)
-    assert (s["n"], s["correct"], s["accuracy"], s["no_choice"], s["format_compliance"]) == (4, 2, 0.5, 1, 0.75)
-    assert (s["ci_low"], s["ci_high"]) == wilson_interval(2, 4)
-    assert list(s["per_subject"]) == ["儿科", "心内科"]  # rows without a subject are only in the total
-    assert s["per_subject"]["心内科"]["accuracy"] == 1.0 and s["per_subject"]["儿科"]["correct"] == 0
-    assert summarize_mcq([])["accuracy"] is None
-
-
-def test_mcq_markdown_table():
-    a = summarize_mcq([{"correct": True, "prediction": "A", "well_formed": True, "subject": "儿科"}])
-    b = summarize_mcq([{"correct": False, "prediction": None, "well_formed": False, "subject": "外科"}])
-    lines = mcq_markdown_table({"base": a, "sft": b}).splitlines()
-    assert lines[2] == "| base | 1 | 100.0% [20.7%, 100.0%] | 0 | 100.0% |"
-    assert lines[3] == "| sft | 1 | 0.0% [0.0%, 79.3%] | 1 | 0.0% |"
-    assert lines[5] == "| subject | base | sft |"
-    assert lines[7:] == ["| 儿科 | 1/1 (100.0%) | n/a |", "| 外科 | n/a | 0/1 (0.0%) |"]

@@ -1,2 +1,2 @@
-"""Evaluation (`medgspo eval`): open questions scored by the judge (open_ended) and multiple choice (mcq, layouts/),
-one shared runner (runner) that loads each model once, pure metrics and answer extraction, and the plot."""
+"""Evaluation (`medgspo eval`): judged open questions (open_ended); multiple choice on published benchmark files (mcq,
+benchmarks, layouts/); one runner that loads each model once; metrics, mcq_metrics, extraction, the plot."""

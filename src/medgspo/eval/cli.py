@@ -4,7 +4,8 @@
     medgspo eval --model tiny --adapter none --adapter runs/tiny/sft --limit 16
     medgspo eval --model Qwen/Qwen3.5-4B --adapter none runs/sft runs/gspo \\
         --judge_backend openai --judge_cache runs/judge_cache.sqlite
-    medgspo eval --task mcq --data CMExam/test.csv --model tiny --adapter runs/tiny/sft
+    medgspo eval --task mcq --data MedQA/data_clean/questions/Mainland/test.jsonl --data CMExam/test.csv \\
+        --data CMMLU/data/test --subjects medical --model Qwen/Qwen3.5-4B --adapter none runs/gspo
     medgspo eval --config my_eval.yaml --limit 8              # any flag from a YAML file; flags override it
 
 Models: each ``--model`` is paired with the ``--adapter`` in the same position (``none`` = no adapter); a single
@@ -12,11 +13,13 @@ Models: each ``--model`` is paired with the ``--adapter`` in the same position (
 the adapter folder's name, else the model's). List flags take several values (``--adapter none runs/sft``) or
 repeat (``--adapter none --adapter runs/sft``). Open-ended data defaults to the ``eval_split.jsonl`` saved beside
 the first adapter, else the bundled records' held-out split (the one ``medgspo sft`` holds out by default);
-multiple choice defaults to the bundled ``data/mcq_zh.jsonl``. The judge flags are :class:`JudgeArguments`.
+multiple choice takes one or more benchmark files or CMMLU folders (layouts detected per path, see
+:mod:`medgspo.eval.layouts`) and defaults to the bundled ``data/mcq_zh.jsonl``. The judge flags are
+:class:`JudgeArguments`.
 
 Outputs in ``--output_dir``: ``generations.jsonl``, ``eval.json``, ``eval.md``, ``eval.png`` (open) or
-``mcq_generations.jsonl``, ``mcq.json``, ``mcq.md`` (mcq). Exit codes: 0 done, 2 bad input or flags, 3 fatal judge
-error (bad key, no balance), 130 interrupted.
+``mcq_generations.jsonl``, ``mcq.json``, ``mcq.md``, ``mcq_table.json`` (mcq). Exit codes: 0 done, 2 bad input or
+flags, 3 fatal judge error (bad key, no balance), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -28,11 +31,15 @@ from pathlib import Path
 from medgspo.data.arguments import EVAL_SPLIT_FILE, DataArguments, load_split
 from medgspo.data.records import load_records
 from medgspo.errors import ConfigError
-from medgspo.eval.layouts import LAYOUT_CHOICES, load_mcq
-from medgspo.eval.mcq import MCQTask
+from medgspo.eval.benchmarks import load_benchmarks
+from medgspo.eval.layouts import LAYOUT_CHOICES
+from medgspo.eval.layouts.cmmlu import MEDICAL_SUBJECTS
+from medgspo.eval.mcq import PROMPT_STYLES, MCQTask
 from medgspo.eval.open_ended import OpenTask
 from medgspo.eval.runner import GenerationSettings, ModelSpec, Task, evaluate
 from medgspo.judge.arguments import JudgeArguments
+from medgspo.judge.preflight import preflight
+from medgspo.modeling.generation import CARD_SAMPLING
 from medgspo.modeling.loading import check_model_arguments
 from medgspo.utils.cli import Command
 from medgspo.utils.paths import looks_like_path
@@ -40,7 +47,8 @@ from medgspo.utils.paths import looks_like_path
 logger = logging.getLogger(__name__)
 
 NO_ADAPTER = ("none", "-", "")
-LIST_FLAGS = ("model", "adapter", "name")
+LIST_FLAGS = ("model", "adapter", "name", "data", "subjects")
+CARD = ", ".join(f"{k} {v}" for k, v in CARD_SAMPLING.items())
 DESCRIPTION = (
     "Evaluate models side by side: judge-scored open questions (--task open) or multiple-choice accuracy "
     "(--task mcq). List flags take several values or repeat: --adapter none runs/sft. See docs/evaluation.md."
@@ -68,22 +76,48 @@ class EvalArguments:
         default="open",
         metadata={"help": "`open`: judged free answers; `mcq`: multiple-choice accuracy.", "choices": ("open", "mcq")},
     )
-    data: str | None = field(
+    data: list[str] | None = field(
         default=None,
         metadata={
-            "help": "open: medical-o1 records (.jsonl/.json/.parquet or folder); mcq: our .jsonl, a CMExam "
-            ".csv or a CMB-Exam .json. Default: bundled data (docs/evaluation.md)."
+            "help": "open: one file or folder of medical-o1 records (.jsonl/.json/.parquet). mcq: one or more "
+            "benchmarks, each a file (ours .jsonl, MedQA-MCMLE .jsonl, CMExam .csv, CMB-Exam .json, CMMLU .csv) "
+            "or a folder of CMMLU subject .csv files; one table row per benchmark. Default: bundled data."
         },
     )
     mcq_layout: str = field(
-        default="auto", metadata={"help": "Layout of --data for --task mcq.", "choices": LAYOUT_CHOICES}
+        default="auto",
+        metadata={
+            "help": "Layout of every --data for --task mcq (auto: detected per path).",
+            "choices": LAYOUT_CHOICES,
+        },
     )
-    limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N questions."})
+    subjects: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "CMMLU subject files to read from a CMMLU folder; `medical` = "
+            f"{', '.join(MEDICAL_SUBJECTS)}. Default: every file."
+        },
+    )
+    mcq_prompt: str = field(
+        default="medgspo",
+        metadata={
+            "help": "MCQ prompt: `medgspo` (Chinese, think then `答案：X`) or `huatuo` (HuatuoGPT-o1's eval prompt).",
+            "choices": PROMPT_STYLES,
+        },
+    )
+    num_samples: int = field(
+        default=1,
+        metadata={"help": "mcq: answers per question (needs --sample); reports mean accuracy and its spread."},
+    )
+    limit: int | None = field(
+        default=None,
+        metadata={"help": "Only the first N questions (mcq: of each --data; of each subject file in a CMMLU folder)."},
+    )
     output_dir: str = field(default="runs/eval", metadata={"help": "Where the results go."})
     batch_size: int = field(default=16, metadata={"help": "Prompts generated together."})
     max_new_tokens: int = field(default=256, metadata={"help": "Token budget per answer."})
     sample: bool = field(
-        default=False, metadata={"help": "Sample with the model card's settings instead of greedy decoding."}
+        default=False, metadata={"help": f"Sample with the model card's settings ({CARD}) instead of greedy decoding."}
     )
     seed: int = field(default=0, metadata={"help": "Sampling and bootstrap seed."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (--no_progress hides them)."})
@@ -92,6 +126,16 @@ class EvalArguments:
         """Values that are wrong before anything runs; each message names the flag."""
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1 (got {self.limit})")
+        if self.num_samples < 1:
+            raise ConfigError(f"--num_samples must be >= 1 (got {self.num_samples})")
+        if self.num_samples > 1 and not self.sample:
+            raise ConfigError("--num_samples > 1 needs --sample (greedy decoding gives the same answer every time)")
+        if self.task == "open":
+            if self.data and len(self.data) > 1:
+                raise ConfigError(f"--task open reads one --data (got {len(self.data)}); several are for --task mcq")
+            for name, value in (("--num_samples", self.num_samples > 1), ("--subjects", self.subjects)):
+                if value:
+                    raise ConfigError(f"{name} applies to --task mcq only")
         self.generation().check()
 
     def generation(self) -> GenerationSettings:
@@ -175,6 +219,8 @@ def open_records(data: str | None, models: list[ModelSpec]) -> tuple[list[dict],
 def run(args: EvalArguments, judge_args: JudgeArguments) -> int:
     """Run ``medgspo eval`` on parsed flags; returns the exit code (errors are raised for the entry point)."""
     args.check()
+    if args.task == "open":  # a bad judge key, model name or balance stops here, before any model loads
+        preflight(judge_args)
     models = resolve_models(args.model, args.adapter, args.name)
     for _, model, adapter in models:
         check_model_arguments(model, adapter)
@@ -188,24 +234,26 @@ def run(args: EvalArguments, judge_args: JudgeArguments) -> int:
 
 def _open_task(args: EvalArguments, judge_args: JudgeArguments, models: list[ModelSpec]) -> Task:
     config = judge_args.to_config()
-    records, source = open_records(args.data, models)
+    records, source = open_records(args.data[0] if args.data else None, models)
     records = records[: args.limit] if args.limit else records
     logger.info("Open-ended evaluation of %d model(s) on %d question(s) from %s", len(models), len(records), source)
     return OpenTask(records, config)
 
 
 def _mcq_task(args: EvalArguments, models: list[ModelSpec]) -> Task:
-    loaded = load_mcq(args.data, args.mcq_layout)
-    items = loaded.items[: args.limit] if args.limit else loaded.items
-    logger.info(
-        "Multiple-choice evaluation of %d model(s) on %d item(s) from %s (%s layout; %d multi-answer skipped)",
-        len(models),
-        len(items),
-        loaded.source,
-        loaded.layout,
-        loaded.skipped_multi,
-    )
-    return MCQTask(items)
+    benchmarks = load_benchmarks(args.data, args.mcq_layout, args.subjects, args.limit)
+    for bench in benchmarks:
+        logger.info(
+            "%s: %d question(s) from %s (%s layout; %d multi-answer skipped; %d key mismatch(es))",
+            bench.name,
+            len(bench.items),
+            bench.source,
+            bench.layout,
+            bench.skipped_multi,
+            len(bench.key_mismatches),
+        )
+    logger.info("Multiple-choice evaluation of %d model(s), %d sample(s) per question", len(models), args.num_samples)
+    return MCQTask(benchmarks, args.num_samples, args.mcq_prompt)
 
 
 COMMANDS = [

@@ -5,8 +5,9 @@ Everything here is pure (no files, no models), so it is tested with literal rows
 
 * :func:`bootstrap_ci`: percentile bootstrap of a mean (open-ended judge scores);
 * :func:`wilson_interval`: Wilson score interval of a proportion (accuracies, format compliance);
-* :func:`summarize_open` / :func:`markdown_table`: the open-ended evaluation (5-tier judge);
-* :func:`summarize_mcq` / :func:`mcq_markdown_table`: multiple-choice accuracy, overall and per subject.
+* :func:`summarize_open` / :func:`markdown_table`: the open-ended evaluation (5-tier judge).
+
+Multiple-choice accuracy and its tables are in :mod:`medgspo.eval.mcq_metrics`.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def bootstrap_ci(
     return quantile(means, alpha / 2), quantile(means, 1 - alpha / 2)
 
 
-def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Wilson score ``1 - alpha`` interval of a proportion ``k / n``; ``(0.0, 1.0)`` when ``n == 0``.
+def wilson_interval(k: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score ``1 - alpha`` interval of a proportion ``k / n``; ``(0.0, 1.0)`` when ``n == 0``. ``k`` may be
+    fractional: a mean count of correct answers over several samples of the same ``n`` questions.
 
     For 5 of 10 with z = 1.96: centre (0.5 + 1.96²/20) / (1 + 1.96²/10) = 0.5 and half-width
     1.96 * sqrt(0.025 + 1.96²/400) / 1.38416 = 0.2634, so (0.2366, 0.7634).
@@ -172,65 +174,4 @@ def markdown_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
         distinct = _pct(s.get("distinct_answers"))
         cells = [name, s["n"], _pct(s["format_compliance"]), score, counts, lengths, distinct, failures]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return "\n".join(lines)
-
-
-# ---- multiple choice ----------------------------------------------------------------------------------------------
-def _accuracy(correct: int, n: int) -> dict[str, Any]:
-    low, high = wilson_interval(correct, n)
-    return {"n": n, "correct": correct, "accuracy": (correct / n) if n else None, "ci_low": low, "ci_high": high}
-
-
-def summarize_mcq(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Accuracy with a Wilson 95% interval, overall and per subject (when rows carry one).
-
-    Each row has ``correct`` (bool), ``prediction`` (a letter or ``None`` when no single answer was extracted),
-    ``well_formed`` (bool) and optionally ``subject``. A row with no prediction counts as wrong.
-
-    >>> rows = [{"correct": True, "prediction": "A", "well_formed": True, "subject": "心内科"},
-    ...         {"correct": False, "prediction": None, "well_formed": False, "subject": "心内科"},
-    ...         {"correct": True, "prediction": "C", "well_formed": True, "subject": "儿科"}]
-    >>> s = summarize_mcq(rows)
-    >>> s["n"], s["correct"], round(s["accuracy"], 4), s["no_choice"], round(s["format_compliance"], 4)
-    (3, 2, 0.6667, 1, 0.6667)
-    >>> {k: (v["correct"], v["n"]) for k, v in s["per_subject"].items()}
-    {'儿科': (1, 1), '心内科': (1, 2)}
-    """
-    n = len(rows)
-    summary = _accuracy(sum(bool(r["correct"]) for r in rows), n)
-    summary["no_choice"] = sum(r.get("prediction") is None for r in rows)
-    summary["format_compliance"] = _share(rows, "well_formed")
-    subjects: dict[str, list[bool]] = {}
-    for row in rows:
-        if row.get("subject"):
-            subjects.setdefault(str(row["subject"]), []).append(bool(row["correct"]))
-    summary["per_subject"] = {name: _accuracy(sum(hits), len(hits)) for name, hits in sorted(subjects.items())}
-    return summary
-
-
-def mcq_markdown_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
-    """Accuracy per model, then (when subjects exist) a subject x model table of ``correct/n``.
-
-    >>> s = summarize_mcq([{"correct": True, "prediction": "A", "well_formed": True, "subject": "儿科"}])
-    >>> print(mcq_markdown_table({"base": s}).splitlines()[2])
-    | base | 1 | 100.0% [20.7%, 100.0%] | 0 | 100.0% |
-    """
-    lines = [
-        "| model | n | accuracy [95% CI] | no single choice | format compliance |",
-        "|---|---:|---|---:|---:|",
-    ]
-    for name, s in summaries.items():
-        acc = f"{_pct(s['accuracy'])} [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]"
-        cells = [name, s["n"], acc, s["no_choice"], _pct(s["format_compliance"])]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    subjects = sorted({subject for s in summaries.values() for subject in s.get("per_subject", {})})
-    if subjects:
-        names = list(summaries)
-        lines += ["", "| subject | " + " | ".join(_cell(n) for n in names) + " |", "|---|" + "---:|" * len(names)]
-        for subject in subjects:
-            cells = []
-            for name in names:
-                sub = summaries[name].get("per_subject", {}).get(subject)
-                cells.append(f"{sub['correct']}/{sub['n']} ({_pct(sub['accuracy'])})" if sub else "n/a")
-            lines.append(f"| {_cell(subject)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,14 +1,17 @@
 """What every exam layout shares: the :class:`MCQItem` it yields and the checks that turn a decoded row into one.
 
-A layout module (:mod:`.ours`, :mod:`.cmexam`, :mod:`.cmb`) reads its file, maps each row onto the common fields
+A layout module (:mod:`.ours`, :mod:`.cmexam`, :mod:`.cmb`, :mod:`.medqa`, :mod:`.cmmlu`) reads its file, maps each row onto the common fields
 ``question``, ``options`` (letter -> text), ``answer`` and optionally ``subject``/``explanation``, and hands it to
 :func:`make_item`; :func:`finish` gathers the results. Every problem is a
 :class:`~medgspo.data.records.Problem` (``file:line: field: what is wrong``) and a file with any problem raises
-:class:`~medgspo.data.records.DataError` listing all of them. Pure except :func:`read_text`.
+:class:`~medgspo.data.records.DataError` listing all of them. Pure except :func:`read_text` and the readers built
+on it (:func:`json_rows`, :func:`csv_rows`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import re
 import unicodedata
@@ -41,12 +44,14 @@ class MCQItem:
 
 @dataclass
 class MCQLoad:
-    """What a loader read: the single-answer items and how many multi-answer items it skipped."""
+    """What a loader read: the single-answer items, how many multi-answer items it skipped, and rows whose key
+    disagrees with itself (MedQA: ``options[answer_idx] != answer``; graded by the letter, reported here)."""
 
     items: list[MCQItem] = field(default_factory=list)
     skipped_multi: int = 0
     layout: str = ""
     source: str = ""
+    mismatches: list[Problem] = field(default_factory=list)
 
 
 # What make_item returns for one row: the item (valid and single-answer), whether it was multi-answer, problems.
@@ -188,3 +193,32 @@ def check_json_rows(path: Path, jsonl: bool, names: dict[str, str], to_fields: A
         else:
             results.append(make_item(to_fields(obj), names, str(path), line))
     return results
+
+
+def csv_rows(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and ``(line, row)`` of each record of a CSV file (``line``: the physical line the record starts
+    on; a quoted cell may span lines). :class:`DataError` when a ``required`` column is missing or the CSV breaks."""
+    name = str(path)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as err:
+        raise DataError([Problem(name, 1, "<csv>", f"unreadable header: {err}")]) from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        shown = ",".join(header) or "nothing"
+        raise DataError(
+            [Problem(name, 1, "<header>", f"missing column(s) {', '.join(missing)}; the header is {shown}")]
+        )
+    rows = []
+    start = reader.line_num + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise DataError([Problem(name, reader.line_num, "<csv>", str(err))]) from None
+        rows.append((start, row))
+        start = reader.line_num + 1
+    return header, rows

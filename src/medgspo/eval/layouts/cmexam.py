@@ -18,13 +18,11 @@ physical line it starts on, so a problem in the record above is reported at line
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from pathlib import Path
 
-from medgspo.data.records import DataError, Problem
-from medgspo.eval.layouts.base import Checked, MCQLoad, finish, letter, make_item, read_text
+from medgspo.data.records import Problem
+from medgspo.eval.layouts.base import Checked, MCQLoad, csv_rows, finish, letter, make_item
 
 NAME = "cmexam"
 FIELDS = {"question": "Question", "options": "Options", "answer": "Answer"}
@@ -61,39 +59,22 @@ def parse_option_lines(text: str) -> dict[str, str] | None:
 def load(path: str | Path, subject_column: str | None = None) -> MCQLoad:
     """The single-answer items of a CMExam CSV; ``subject_column`` picks the column read as the subject."""
     path, name = Path(path), str(Path(path))
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
-    try:
-        header = reader.fieldnames or []
-    except csv.Error as err:
-        raise DataError([Problem(name, 1, "<csv>", f"unreadable header: {err}")]) from None
-    missing = [c for c in FIELDS.values() if c not in header]
-    if subject_column and subject_column not in header:
-        missing.append(subject_column)
-    if missing:
-        msg = f"missing column(s) {', '.join(missing)}; the header has {', '.join(header) or 'nothing'}"
-        raise DataError([Problem(name, 1, "<header>", msg)])
+    required = tuple(FIELDS.values()) + ((subject_column,) if subject_column else ())
+    header, rows = csv_rows(path, required)
     subject_col = subject_column or next((c for c in SUBJECT_COLUMNS if c in header), None)
     results: list[Checked] = []
-    start = reader.line_num + 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            raise DataError([Problem(name, reader.line_num, "<csv>", str(err))]) from None
+    for line, row in rows:
         options = parse_option_lines(row.get("Options") or "")
         if options is None:
-            problem = Problem(name, start, "Options", "expected one option per line: 'A 选项文本' (letters unique)")
+            problem = Problem(name, line, "Options", "expected one option per line: 'A 选项文本' (letters unique)")
             results.append((None, False, [problem]))
-        else:
-            fields = {
-                "question": row.get("Question"),
-                "options": options,
-                "answer": row.get("Answer"),
-                "subject": row.get(subject_col) if subject_col else None,
-                "explanation": row.get("Explanation"),
-            }
-            results.append(make_item(fields, FIELDS, name, start))
-        start = reader.line_num + 1
+            continue
+        fields = {
+            "question": row.get("Question"),
+            "options": options,
+            "answer": row.get("Answer"),
+            "subject": row.get(subject_col) if subject_col else None,
+            "explanation": row.get("Explanation"),
+        }
+        results.append(make_item(fields, FIELDS, name, line))
     return finish(name, NAME, results)
