@@ -5,8 +5,9 @@ answers after ~300 ms (the fake server of the tests, in its own process so it do
     python bench/judge_throughput.py --n 128 --latency 0.5
 
 Prints the wall times, the concurrent batch's ratio to one call's latency (the physical limit is ~1.0x; the
-target is <= 1.3x), and what a fully cached rerun costs. Token counts come from the fake server (about two
-characters per token), so the dollar figures only illustrate the accounting.
+target is <= 1.3x), and what a fully cached rerun costs. The judge is named ``deepseek-flash`` (the fake server
+answers any name) so costs use its list price (peak, read 2026-11-29); token counts come from the fake server
+(about two characters per token), so the dollar figures only illustrate the accounting.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def items(n: int, tag: str) -> list[dict[str, str]]:
 
 
 def judge(base_url: str, concurrency: int, cache: str | None = None) -> OpenAIJudge:
-    config = JudgeConfig(base_url=base_url, model="bench-judge", concurrency=concurrency, cache_path=cache)
+    config = JudgeConfig(base_url=base_url, model="deepseek-flash", concurrency=concurrency, cache_path=cache)
     return OpenAIJudge(config, api_key="bench-key")
 
 
@@ -69,6 +70,7 @@ async def bench(base_url: str, n: int, cache_path: str) -> dict[str, float]:
         await j.aclose()
     prices = concurrent.config.prices
     return {
+        "price_note": concurrent.config.price_note,
         "latency": latency,
         "sequential": seq,
         "concurrent_median": statistics.median(runs),
@@ -99,7 +101,7 @@ def main() -> None:
         f"physical limit ~1.0x, target <= 1.3x)"
     )
     print(f"speed-up over one at a time: {r['sequential'] / r['concurrent_median']:.1f}x")
-    print(f"one batch: {r['batch_calls']} calls, estimated ${r['batch_cost']:.6f} at DeepSeek list prices")
+    print(f"one batch: {r['batch_calls']} calls, estimated ${r['batch_cost']:.6f} ({r['price_note']})")
     print(
         f"fully cached rerun: {r['rerun']:.4f} s, {r['rerun_calls']} calls, {r['rerun_hits']} cache hits, "
         f"cost ${r['rerun_cost']:.6f}"

@@ -7,6 +7,13 @@ label and answers with the JSON verdict the rubric asks for, with ``usage`` (inc
 keeps the connection alive with blank lines like DeepSeek does, a malformed body, a blank reply, any given content
 (with or without ``reasoning_content``), or a dropped connection.
 
+``requests`` holds the judge's requests (those with the rubric's tags); any other chat request, such as the
+judge's pre-flight check, goes to ``probes``. ``GET /v1/models`` lists ``served_models`` (default: ``model``).
+:class:`DeepSeekLikeServer` behaves like DeepSeek's API today: it serves only ``deepseek-flash`` and
+``deepseek-v4-pro`` (and the legacy alias ``deepseek-v4-flash``), rejects other names with DeepSeek's
+``400 Model Not Exist``, and thinks unless the request sends ``"thinking": {"type": "disabled"}``: a long
+``reasoning_content``, billed as completion tokens, after ``think_s`` seconds.
+
     with FakeOpenAIServer(rule=lambda q, r, a: "A") as server:
         judge = make_judge(JudgeConfig(base_url=server.base_url), api_key="test-key")
 
@@ -92,6 +99,11 @@ class Fault:
 class FakeOpenAIServer:
     """The server; ``start()`` runs it on a background thread and returns its ``base_url`` (ending in ``/v1``)."""
 
+    served_models: tuple[str, ...] | None = None  # None: list `model`, accept any name
+    accepted_aliases: tuple[str, ...] = ()
+    thinks_by_default = False
+    think_s = 0.0
+
     def __init__(self, rule: Rule | None = None, latency_s: float = 0.0, model: str = "fake-judge"):
         self.rule = rule or exact_match_rule
         self.latency_s = latency_s
@@ -99,6 +111,9 @@ class FakeOpenAIServer:
         self.faults: deque[Fault] = deque()
         self.faults_for: dict[str, deque[Fault]] = {}
         self.requests: list[dict[str, Any]] = []
+        self.probes: list[dict[str, Any]] = []  # chat requests without the judge's prompt (pre-flight checks)
+        self.model_listings = 0  # GET /models requests
+        self.thought = 0  # requests answered with thinking (no `thinking: disabled`)
         self.auth_headers: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -122,7 +137,20 @@ class FakeOpenAIServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         app.router.add_post("/chat/completions", self._handle)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/models", self._models)
         return app
+
+    @property
+    def total_requests(self) -> int:
+        """Every request the server received: judge calls, probes and model listings."""
+        return len(self.requests) + len(self.probes) + self.model_listings
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self.model_listings += 1
+        names = self.served_models if self.served_models is not None else (self.model,)
+        data = [{"id": name, "object": "model", "owned_by": "fake"} for name in names]
+        return web.json_response({"object": "list", "data": data})
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> str:
@@ -178,14 +206,23 @@ class FakeOpenAIServer:
             body = await request.json()
         except ValueError:
             return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
-        self.requests.append(body)
+        user = next((m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"), "")
+        (self.requests if "<candidate_answer>" in str(user) else self.probes).append(body)
         self.auth_headers.append(request.headers.get("Authorization", ""))
         question, reference, answer = self._fields(body)
         fault = self._next_fault(answer)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
+        if fault is None and not self._serves(body.get("model")):
+            error = {"message": "Model Not Exist", "type": "invalid_request_error", "param": None}
+            return web.json_response({"error": error | {"code": "invalid_request_error"}}, status=400)
+        thinking = None
+        if self.thinks_by_default and body.get("thinking") != {"type": "disabled"}:
+            self.thought += 1
+            await asyncio.sleep(self.think_s)
+            thinking = "嗯，让我仔细想想这个回答和参考答案是否一致。" * 200
         if fault is None:
-            return self._ok(body, verdict_json(self.rule(question, reference, answer)))
+            return self._ok(body, verdict_json(self.rule(question, reference, answer)), thinking)
         if fault.kind == "status":
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             error = {"error": {"message": f"injected HTTP {fault.status}", "type": "injected", "code": None}}
@@ -199,6 +236,9 @@ class FakeOpenAIServer:
         if fault.kind == "stall":
             return await self._stall(request, body, fault.seconds)
         return self._ok(body, fault.content, fault.reasoning_content)
+
+    def _serves(self, model: Any) -> bool:
+        return self.served_models is None or model in (*self.served_models, *self.accepted_aliases)
 
     def _next_fault(self, answer: str) -> Fault | None:
         queue = self.faults_for.get(answer)
@@ -226,7 +266,7 @@ class FakeOpenAIServer:
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if reasoning is not None:
             message["reasoning_content"] = reasoning
-        completion_tokens = len(content or "") // 2 + 1
+        completion_tokens = len(content or "") // 2 + len(reasoning or "") // 2 + 1
         usage = {
             "prompt_tokens": len(prompt) // 2,
             "completion_tokens": completion_tokens,
@@ -258,6 +298,19 @@ class FakeOpenAIServer:
         except (ConnectionError, asyncio.CancelledError):
             self.abandoned += 1  # the client gave up, as it should
         return response
+
+
+class DeepSeekLikeServer(FakeOpenAIServer):
+    """DeepSeek's API as it is today (read 2026-11-29): today's names only, thinking unless switched off."""
+
+    served_models = ("deepseek-flash", "deepseek-v4-pro")
+    accepted_aliases = ("deepseek-v4-flash",)
+    thinks_by_default = True
+    think_s = 3.0
+
+    def __init__(self, rule: Rule | None = None, latency_s: float = 0.0, think_s: float = 3.0):
+        super().__init__(rule, latency_s, model="deepseek-flash")
+        self.think_s = think_s
 
 
 def _serve_forever(latency_s: float, port_queue: Any) -> None:

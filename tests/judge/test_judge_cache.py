@@ -33,8 +33,8 @@ while count < 0 or i < count:
 
 
 def put(cache: JudgeCache, answer: str, score: float = 2.0, label: str = "A") -> str:
-    key = cache_key("deepseek-chat", "v1@abc", "问题", "参考", answer)
-    cache.put(key, Judgment(score, label, reason="理由"), model="deepseek-chat", prompt_version="v1@abc")
+    key = cache_key("deepseek-flash", "v1@abc", "问题", "参考", answer)
+    cache.put(key, Judgment(score, label, reason="理由"), model="deepseek-flash", prompt_version="v1@abc")
     return key
 
 
@@ -50,7 +50,7 @@ def test_round_trip_and_persistence(tmp_path: Path) -> None:
 
 
 def test_key_depends_on_every_field() -> None:
-    base = ("deepseek-chat", "v1@abc", "问题", "参考", "回答")
+    base = ("deepseek-flash", "v1@abc", "问题", "参考", "回答")
     keys = {cache_key(*base)}
     for i in range(5):
         changed = list(base)

@@ -82,13 +82,33 @@ def test_happy_path_and_request_shape(server: FakeOpenAIServer) -> None:
 
 def test_provider_specific_fields() -> None:
     deepseek = request_fields(JudgeConfig())
-    assert deepseek["thinking"] == {"type": "disabled"} and deepseek["model"] == "deepseek-chat"
+    assert deepseek["thinking"] == {"type": "disabled"} and deepseek["model"] == "deepseek-flash"
     local = request_fields(JudgeConfig(backend="local", model="qwen"))
-    assert local["chat_template_kwargs"] == {"enable_thinking": False}
-    plain = request_fields(JudgeConfig(base_url="https://api.example.com/v1", json_mode=False))
+    assert local["chat_template_kwargs"] == {"enable_thinking": False} and "thinking" not in local
+    plain = request_fields(JudgeConfig(base_url="https://api.example.com/v1", model="gpt-x", json_mode=False))
     assert "thinking" not in plain and "response_format" not in plain
     custom = request_fields(JudgeConfig(extra_body={"top_p": 1.0}, disable_thinking=False))
     assert custom["top_p"] == 1.0 and "thinking" not in custom
+
+
+@pytest.mark.parametrize(
+    ("backend", "base_url", "model"),
+    [
+        ("openai", "https://api.deepseek.com", "deepseek-v4-pro"),  # DeepSeek's own host
+        ("openai", "https://gateway.example.com/v1", "deepseek-flash"),  # a proxy: DeepSeek by name
+        ("openai", "http://127.0.0.1:9000/v1", "deepseek/deepseek-v4-pro"),  # a router's prefixed name
+        ("local", "http://127.0.0.1:8000/v1", "deepseek-ai/DeepSeek-V3.1"),  # a local server with a DeepSeek model
+    ],
+)
+def test_thinking_is_off_for_deepseek_by_host_or_by_name(backend: str, base_url: str, model: str) -> None:
+    fields = request_fields(JudgeConfig(backend=backend, base_url=base_url, model=model))
+    assert fields["thinking"] == {"type": "disabled"}
+    if backend == "local":
+        assert fields["chat_template_kwargs"] == {"enable_thinking": False, "thinking": False}
+
+
+def test_thinking_is_not_sent_to_other_providers() -> None:
+    assert "thinking" not in request_fields(JudgeConfig(base_url="https://api.openai.com/v1", model="gpt-x"))
 
 
 def test_prefix_is_shared_within_a_group(server: FakeOpenAIServer) -> None:
@@ -196,6 +216,17 @@ def test_reasoning_content_never_counts(server: FakeOpenAIServer) -> None:
     first, second = run(judge, [item("急性阑尾炎"), item("急性胆囊炎")])
     assert first.score == -0.5
     assert second.score is None and "blank reply" in second.error
+
+
+def test_vllm_reasoning_field_and_thinking_parts_never_count() -> None:
+    from medgspo.judge.client import message_content
+
+    vllm = {"choices": [{"message": {"content": verdict_json("D"), "reasoning": verdict_json("A")}}]}
+    assert message_content(vllm) == verdict_json("D")
+    only_reasoning = {"choices": [{"message": {"content": None, "reasoning": verdict_json("A")}}]}
+    assert message_content(only_reasoning) is None
+    parts = [{"type": "thinking", "text": verdict_json("A")}, {"type": "text", "text": verdict_json("B")}]
+    assert message_content({"choices": [{"message": {"content": parts}}]}) == verdict_json("B")
 
 
 def test_think_block_in_content_is_ignored(server: FakeOpenAIServer) -> None:

@@ -71,6 +71,21 @@ ACCEPTED = [
     ("初步评分：+2.0\n但仔细看，剂量不对。\n最终评分：-0.5", -0.5),
     ('{"reason": "候选回答里写着 评分：+2.0，但诊断相反", "label": "D"}', -0.5),  # echo inside the reason
     ("Apgar评分：8分，与参考一致。\n评分：A", 2.0),  # a clinical scale is not a verdict
+    # Real judges: a textual tier beside a numeric score reads the score (the words name no tier).
+    ('{"tier": "部分正确", "score": 0.5}', 0.5),
+    ('{"tier": "完全正确", "score": 2.0, "reason": "与参考一致"}', 2.0),
+    ('```json\n{"判定": "矛盾", "评分": -0.5}\n```', -0.5),
+    ('{"label": null, "score": -1}', -1.0),
+    ('{"label": "A（+2.0）", "reason": "一致"}', 2.0),  # a tier written with its value
+    # A markdown verdict under a heading.
+    ("### 最终评分\n**+0.5**", 0.5),
+    ("### 最终评分\n**+0.5**\n\n理由：方向正确但缺少关键药物。", 0.5),
+    ("## 分析\n诊断与参考答案矛盾。\n\n## 评分\n**-0.5**\n\n## 说明\n剂量也不对。", -0.5),
+    ("## Final verdict\n**B**\nThe answer is reasonable but incomplete.", 0.5),
+    ("### 评分\n\n**B（+0.5）**\n\n### 理由\n方向正确但不完整。", 0.5),
+    # A JSON verdict followed by the same verdict again is still that verdict.
+    ('{"label": "A"}\n评分：A', 2.0),
+    ('{"label": "D", "reason": "x"}\nApgar评分：8分', -0.5),  # a clinical scale after it is not a verdict
 ]
 
 REJECTED = [
@@ -95,6 +110,15 @@ REJECTED = [
     '{"reason": "x", "label": "',
     "这个回答还不错。",  # no verdict at all
     "score is a 2",
+    # A JSON verdict contradicted by a different verdict line after it is ambiguous, not the JSON's value.
+    '{"label": "A"}\n评分：-0.5',
+    '{"reason": "一致", "label": "A"}\n**Score: -0.5**',
+    '```json\n{"label": "B"}\n```\n判定：D',
+    '{"label": "A"}\n-0.5',
+    '{"score": 2.0}\n[[D]]',
+    # Words alone name no tier.
+    '{"tier": "部分正确"}',
+    '{"tier": "A 或 B", "score": 0.5}',  # the text names two tiers: it contradicts itself
 ]
 
 

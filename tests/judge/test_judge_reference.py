@@ -1,8 +1,9 @@
 """Pure tests of the offline reference judge, and its agreement with the rubric on a small labelled set.
 
 The labelled set below was written and labelled by hand following ``rubric_v1.txt`` (the label an LLM judge
-applying the rubric should give). On it the heuristic decides 17 of 34 items and agrees on all 17; it abstains
-on every B and D item and on the paraphrased A items. docs/judge.md reports these figures.
+applying the rubric should give). On it the heuristic decides 19 of 36 items and agrees on all 19; it abstains
+on every B and D item and on the paraphrased A items. On the shipped set (``data/judge_calibration_zh.jsonl``) it
+decides 40 of 120, all right. docs/judge.md reports these figures.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from medgspo.judge import JudgeConfig, make_judge
+from medgspo.judge import TIERS, JudgeConfig, make_judge
 from medgspo.judge.prompt import render_candidate
 from medgspo.judge.reference import bigram_f1, clear_match, incoherence, non_medical, reference_verdict
 
@@ -167,3 +168,95 @@ def test_undecided_score_must_be_a_tier() -> None:
 def test_short_off_topic_fragments_are_incoherent_not_non_medical(fragment) -> None:
     # A policy trained against the heuristic found these: they must not earn the 0.0 "non-medical" tier.
     assert reference_verdict(Q1, R1, fragment).label == "E"
+
+
+# ---- never punish a correct answer; special tokens are incoherent (issue 12) -------------------------------------
+Q_COPD = "患者男，68岁，吸烟40年，慢性咳嗽咳痰20年，活动后气促，肺功能FEV1/FVC 0.55。最可能的诊断是什么？"
+R_COPD = "最可能的诊断是慢性阻塞性肺疾病。"
+Q_DKA = "1型糖尿病患者停用胰岛素后出现呕吐、深大呼吸，血糖28 mmol/L，血酮明显升高，pH 7.1。最可能的诊断？"
+R_DKA = "最可能的诊断是糖尿病酮症酸中毒，应立即补液并小剂量静脉输注胰岛素。"
+
+
+@pytest.mark.parametrize(
+    ("question", "reference", "answer"),
+    [
+        (Q_COPD, R_COPD, "COPD"),
+        (Q_COPD, R_COPD, "COPD急性加重期"),
+        (Q_COPD, R_COPD, "It is COPD."),
+        (Q_COPD, R_COPD, "chronic obstructive pulmonary disease"),
+        (Q_DKA, R_DKA, "DKA"),
+        (Q_DKA, R_DKA, "DKA, give IV fluids and insulin"),
+        (Q_DKA, R_DKA, "diabetic ketoacidosis"),
+        (Q1, R1, "acute appendicitis"),
+        (Q2, R2, "labetalol first; avoid ACEI"),
+        (
+            "急性呼吸窘迫综合征的首选通气策略？",
+            "小潮气量肺保护性通气。",
+            "ARDS: lung-protective ventilation, VT 6 ml/kg PBW",
+        ),
+        ("疟疾首选？", "青蒿素类复方。", "ACT"),
+        ("多西环素的别名？", "多西环素又称强力霉素。", "强力霉素"),
+    ],
+)
+def test_medical_abbreviations_and_english_terms_are_never_outside_medicine(question, reference, answer) -> None:
+    verdict = reference_verdict(question, reference, answer)
+    assert verdict.label not in ("C", "D", "E"), verdict  # abstaining is fine; punishing is not
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "<|im_end|><|endoftext|>",
+        "<|im_start|>assistant\n<|im_end|>",
+        "<|endoftext|>",
+        "<｜end▁of▁sentence｜>",
+        "</s></s>",
+        "[PAD][PAD][UNK]",
+        "\x00\x01\x02",
+        "\u200b\u200b",
+        "<|im_end|>\n<|im_end|>\n。",
+    ],
+)
+def test_special_or_control_tokens_only_are_incoherent(answer: str) -> None:
+    assert reference_verdict(Q1, R1, answer).label == "E"
+    judge = make_judge(JudgeConfig(backend="reference"))
+    (judgment,) = judge.judge_batch_sync([{"question": Q1, "reference": R1, "answer": answer}])
+    assert judgment.score == -1.0 and judgment.source == "rule"  # every backend: -1.0 without a call
+
+
+def test_a_correct_answer_with_a_stray_special_token_is_still_correct() -> None:
+    assert reference_verdict(Q1, R1, "最可能的诊断是急性阑尾炎。<|im_end|>").label == "A"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "硝酸酯 西地那非 cGMP cGMP cGMP 禁忌 吗 ？ ？ ？ 的 了 PDE5 5 5 5 低 低",
+        "宫腔镜 镜镜 the the 0型 ## 贫贫 血 ??? 123 肌瘤ok ok",
+        "M蛋白 ## &&& 电泳电泳 immunofix 3.14 ?? 骨髓 髓 髓",
+    ],
+)
+def test_token_salad_is_incoherent(answer: str) -> None:
+    assert reference_verdict(Q1, R1, answer).label == "E"
+
+
+def test_a_plain_list_of_drugs_or_a_dosage_line_is_not_salad() -> None:
+    assert reference_verdict(Q1, R1, "阿司匹林 氯吡格雷 阿托伐他汀 美托洛尔 雷米普利 硝酸甘油 肝素 吗啡").label is None
+    assert reference_verdict(Q1, R1, "0.9% NS 1 L / h → then 500 ml / h × 4 h").label is None
+
+
+def test_a_one_character_answer_found_in_the_reference_is_not_punished() -> None:
+    assert reference_verdict("是否需要手术？", "是，需要尽快手术。", "是").label is None
+    assert reference_verdict("是否需要手术？", "是。", "是").label == "A"
+    assert reference_verdict(Q1, R1, "嗯").label == "E"
+
+
+def test_never_punishes_a_correct_answer_on_the_shipped_set() -> None:
+    from medgspo.judge.calibrate import BUNDLED_CALIBRATION, read_labelled
+
+    rows = read_labelled(BUNDLED_CALIBRATION)
+    verdicts = [(r["label"], reference_verdict(r["question"], r["reference"], r["answer"]).label) for r in rows]
+    decided = [(gold, got) for gold, got in verdicts if got is not None]
+    assert all(TIERS[got] == gold for gold, got in decided)  # decided accuracy 1.0
+    assert len(decided) == 40 and len(rows) == 120  # the coverage docs/judge.md states
+    assert not [got for gold, got in verdicts if gold in (2.0, 0.5) and got is not None]

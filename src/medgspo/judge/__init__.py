@@ -6,9 +6,12 @@ Three layers, each testable alone: the rubric prompt (``rubric_v1.txt`` + :mod:`
 (:mod:`.base` for the batch path shared by every backend, :mod:`.retry` for the HTTP retry policy, :mod:`.client`
 for the OpenAI-compatible client, with :mod:`.cache` and :mod:`.accounting`). Its flags are
 :class:`~medgspo.judge.arguments.JudgeArguments` (``--judge_backend`` ...) and ``medgspo judge`` is :mod:`.cli`.
-Backends:
+DeepSeek's served names, list prices and thinking switch are :mod:`.deepseek`; every command checks an API judge
+first with :func:`~medgspo.judge.preflight.preflight`; ``medgspo judge calibrate`` (:mod:`.calibrate`, metrics in
+:mod:`.calibration`) measures a judge against labelled verdicts. Backends:
 
-* ``openai``: any OpenAI-compatible API through the official ``openai`` SDK (DeepSeek by default);
+* ``openai``: any OpenAI-compatible API through the official ``openai`` SDK (DeepSeek ``deepseek-flash`` by
+  default);
 * ``local``: the same client pointed at a local server (vLLM, SGLang, Ollama), no API key needed;
 * ``reference``: an offline, deterministic lexical heuristic (:mod:`.reference`), for runs with no API.
 

@@ -2,6 +2,7 @@
 
     --judge_backend reference|openai|local  --judge_model deepseek-flash  --judge_base_url URL
     --judge_concurrency 32  --judge_cache FILE.sqlite  --judge_api_key_env DEEPSEEK_API_KEY  ...
+    --judge_price_period peak|off-peak  --judge_price_output_per_mtok 1.2  --no_judge_preflight
 
 The API key is read from the environment variable named by ``--judge_api_key_env`` when the client is built; it
 is never a flag, never logged and never saved.
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from medgspo.errors import ConfigError
 from medgspo.judge.config import BACKENDS, JudgeConfig
+from medgspo.judge.deepseek import LIST_PRICES, PRICE_PERIODS, PRICES_READ_ON
 from medgspo.judge.tiers import TIERS
 
 _DEFAULTS = JudgeConfig()
@@ -32,7 +34,13 @@ class JudgeArguments:
             "choices": BACKENDS,
         },
     )
-    judge_model: str | None = field(default=None, metadata={"help": f"Judge model (default {_DEFAULTS.model})."})
+    judge_model: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Judge model (default {_DEFAULTS.model}; DeepSeek serves {' and '.join(LIST_PRICES)}, "
+            f"read {PRICES_READ_ON})."
+        },
+    )
     judge_base_url: str | None = field(
         default=None, metadata={"help": "API base URL (default: DeepSeek; `local`: http://127.0.0.1:8000/v1)."}
     )
@@ -52,13 +60,28 @@ class JudgeArguments:
     )
     judge_json_mode: bool = field(default=True, metadata={"help": "Request response_format=json_object."})
     judge_price_input_per_mtok: float | None = field(
-        default=None, metadata={"help": "USD per million input tokens (default: the provider's list price)."}
+        default=None,
+        metadata={"help": f"USD per million input tokens (default: DeepSeek's list price, read {PRICES_READ_ON})."},
     )
     judge_price_cached_input_per_mtok: float | None = field(
         default=None, metadata={"help": "USD per million input tokens served from the provider's prefix cache."}
     )
     judge_price_output_per_mtok: float | None = field(
         default=None, metadata={"help": "USD per million output tokens."}
+    )
+    judge_price_period: str = field(
+        default=_DEFAULTS.price_period,
+        metadata={
+            "help": "Which DeepSeek list price estimates cost: `peak` (an upper bound) or `off-peak` (half).",
+            "choices": PRICE_PERIODS,
+        },
+    )
+    judge_preflight: bool = field(
+        default=True,
+        metadata={
+            "help": "Check the judge with one tiny request before any model loads (key, model name, balance, "
+            "server); `--no_judge_preflight` skips it."
+        },
     )
     judge_undecided_score: float | None = field(
         default=None, metadata={"help": "`reference` backend: score its abstentions with this tier value."}
@@ -76,6 +99,8 @@ class JudgeArguments:
             raise ConfigError(f"--judge_deadline_s must be > 0 seconds (got {self.judge_deadline_s})")
         if self.judge_max_retries < 0:
             raise ConfigError(f"--judge_max_retries must be >= 0 (got {self.judge_max_retries})")
+        if self.judge_price_period not in PRICE_PERIODS:
+            raise ConfigError(f"--judge_price_period must be one of {', '.join(PRICE_PERIODS)}")
         if self.judge_max_answer_chars < 1:
             raise ConfigError(f"--judge_max_answer_chars must be >= 1 (got {self.judge_max_answer_chars})")
         score = self.judge_undecided_score
@@ -105,6 +130,7 @@ class JudgeArguments:
             cache_path=cache,
             max_answer_chars=self.judge_max_answer_chars,
             json_mode=self.judge_json_mode,
+            price_period=self.judge_price_period,
             reference_undecided_score=self.judge_undecided_score,
             **{k: v for k, v in prices.items() if v is not None},
         )

@@ -7,8 +7,8 @@ beside training) read and write the same file; every write is its own transactio
 moment leaves the database consistent and keeps everything committed before it died.
 
     >>> cache = JudgeCache(":memory:")
-    >>> key = cache_key("deepseek-chat", "v1@abc", "问题", "参考", "回答")
-    >>> cache.put(key, Judgment(2.0, "A", reason="一致"), model="deepseek-chat", prompt_version="v1@abc")
+    >>> key = cache_key("deepseek-flash", "v1@abc", "问题", "参考", "回答")
+    >>> cache.put(key, Judgment(2.0, "A", reason="一致"), model="deepseek-flash", prompt_version="v1@abc")
     >>> cache.get(key)
     Judgment(score=2.0, label='A', error=None, cached=True, reason='一致', source='cache')
 """

@@ -1,16 +1,19 @@
-"""``medgspo judge``: score a JSONL file with the judge and write the verdicts next to the inputs.
+"""``medgspo judge``: score a JSONL file with the judge and write the verdicts next to the inputs;
+``medgspo judge calibrate`` measures the judge against labelled verdicts (:mod:`.calibrate`).
 
     medgspo judge --input completions.jsonl --output judged.jsonl      # the offline reference heuristic
     medgspo judge --input completions.jsonl --output judged.jsonl --judge_backend openai \\
         --judge_cache runs/judge_cache.sqlite                          # DeepSeek, key in $DEEPSEEK_API_KEY
     medgspo judge --input completions.jsonl --output judged.jsonl --judge_backend local \\
         --judge_base_url http://127.0.0.1:8000/v1 --judge_model Qwen/Qwen3-32B
+    medgspo judge calibrate --input data/judge_calibration_zh.jsonl --output runs/cal   # agreement with labels
 
 Input lines hold ``question``, ``reference`` and either ``completion`` (a full model output: the answer after
 ``</think>`` is judged) or ``answer`` (already the final answer). Output lines keep the input fields and add
 ``score`` (tier value or null), ``label``, ``error`` (null or the reason), ``cached`` and ``judge_reason``.
 The judge flags are :class:`~medgspo.judge.arguments.JudgeArguments`, the same as in ``gspo``, ``pipeline`` and
 ``eval``. The API key is read from the environment variable named by ``--judge_api_key_env`` and never printed.
+The judge is checked with one tiny request before anything is judged (:mod:`.preflight`).
 Exit codes (set by :func:`medgspo.cli.main`): 0 done (failed judgments are null and counted in the summary),
 2 bad input or options, 3 fatal judge error (bad key, no balance, rejected request), 130 interrupted.
 """
@@ -21,6 +24,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,8 @@ from typing import Any
 from medgspo.errors import UserError
 from medgspo.judge import Judge, JudgeItem, JudgeStats, Judgment, make_judge, summary_lines
 from medgspo.judge.arguments import JudgeArguments
+from medgspo.judge.calibrate import CalibrateArguments, calibrate, table_lines
+from medgspo.judge.preflight import preflight
 from medgspo.utils.cli import Command
 from medgspo.utils.io import write_jsonl
 
@@ -48,6 +54,7 @@ def run(files: JudgeFileArguments, judge_args: JudgeArguments) -> int:
     start = time.perf_counter()
     config = judge_args.to_config()
     items, rows = read_items(Path(files.input))
+    preflight(judge_args)
     judge = make_judge(config)
     try:
         judgments, stats = asyncio.run(_judge_all(judge, items, show_progress=files.progress))
@@ -65,6 +72,8 @@ def run(files: JudgeFileArguments, judge_args: JudgeArguments) -> int:
     stats.wall_s = time.perf_counter() - start
     for line in summary_lines(stats, config.prices):
         print(line)
+    if config.backend != "reference":
+        print(f"prices: {config.price_note}")
     print(f"output: {files.output}")
     return 0
 
@@ -121,12 +130,41 @@ async def _judge_all(
     return results, stats
 
 
+def run_calibrate(args: CalibrateArguments, judge_args: JudgeArguments) -> int:
+    """Run ``medgspo judge calibrate``: judge the labelled set, write the outputs, print the table."""
+    summary = calibrate(args, judge_args)
+    for line in table_lines(summary):
+        print(line)
+    print(f"output: {args.output} (judgments.jsonl, calibration.json, confusion_matrix.png)")
+    return 0
+
+
+@dataclass(frozen=True)
+class JudgeCommand(Command):
+    """``medgspo judge`` plus actions named by the first argument (``medgspo judge calibrate ...``)."""
+
+    actions: tuple[Command, ...] = ()
+
+    def __call__(self, argv: Sequence[str]) -> int:
+        action = next((a for a in self.actions if argv and a.name == f"{self.name} {argv[0]}"), None)
+        return action(argv[1:]) if action else super().__call__(argv)
+
+
+CALIBRATE = Command(
+    name="judge calibrate",
+    arguments=(CalibrateArguments, JudgeArguments),
+    run=run_calibrate,
+    description="Measure the judge's agreement with labelled verdicts (accuracy, coverage, kappa, confusion "
+    "matrix, cost) before paying for GSPO. Default input: the labelled set shipped with medgspo.",
+)
 COMMANDS = [
-    Command(
+    JudgeCommand(
         name="judge",
         arguments=(JudgeFileArguments, JudgeArguments),
         run=run,
         description="Score a JSONL file of answers with the 5-tier medical judge (an LLM API, a local server or "
-        "the offline reference heuristic) and write the verdicts.",
+        "the offline reference heuristic) and write the verdicts. `medgspo judge calibrate --help`: measure the "
+        "judge against labelled verdicts.",
+        actions=(CALIBRATE,),
     )
 ]

@@ -13,7 +13,7 @@ concurrently, a semaphore bounding the calls in flight, and owns:
   message, never containing the key).
 
 Requests go through ``AsyncOpenAI.post`` (the SDK's documented way to send a custom body) with a plain JSON body:
-temperature 0, JSON mode, thinking off where the provider supports it. The typed ``chat.completions.create``
+temperature 0, JSON mode, thinking off for DeepSeek models (by host or by name) and local servers. The typed ``chat.completions.create``
 re-transforms its parameters on every call, about 1 ms of CPU each on a small machine, which is most of what keeps
 a concurrent batch above one call's latency; the raw body also lets us read provider fields
 (``reasoning_content``, ``prompt_cache_hit_tokens``) straight from the wire. The SDK's own retries are off
@@ -32,11 +32,17 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 from medgspo.judge.accounting import JudgeStats, Judgment, usage_from_response
 from medgspo.judge.base import BaseJudge, Job
 from medgspo.judge.config import JudgeConfig, JudgeFatalError
+from medgspo.judge.deepseek import (
+    THINKING_OFF,
+    is_deepseek_host,
+    is_deepseek_model,
+    retired_message,
+    retired_replacement,
+)
 from medgspo.judge.parse import parse_verdict
 from medgspo.judge.prompt import build_messages, reask_messages
 from medgspo.judge.retry import (
@@ -52,15 +58,23 @@ logger = logging.getLogger(__name__)
 
 
 def thinking_params(config: JudgeConfig) -> dict[str, Any]:
-    """Request fields that turn a provider's thinking off (DeepSeek's ``thinking``; vLLM/SGLang chat templates)."""
+    """Request fields that turn a provider's thinking off: DeepSeek's ``thinking`` for a DeepSeek model or host
+    (a DeepSeek model behind a proxy or a local gateway is still DeepSeek), the chat-template switch for a local
+    server (vLLM, SGLang: Qwen3's ``enable_thinking``, DeepSeek-V3.1's ``thinking``).
+
+    >>> thinking_params(JudgeConfig(base_url="http://127.0.0.1:9000/v1", model="deepseek-flash"))
+    {'thinking': {'type': 'disabled'}}
+    >>> thinking_params(JudgeConfig(backend="local", model="Qwen/Qwen3-32B"))
+    {'chat_template_kwargs': {'enable_thinking': False}}
+    """
     if not config.disable_thinking:
         return {}
-    host = (urlparse(config.endpoint).hostname or "").lower()
-    if "deepseek" in host:
-        return {"thinking": {"type": "disabled"}}
+    deepseek = is_deepseek_host(config.endpoint) or is_deepseek_model(config.model)
+    fields: dict[str, Any] = dict(THINKING_OFF) if deepseek else {}
     if config.backend == "local":
-        return {"chat_template_kwargs": {"enable_thinking": False}}
-    return {}
+        switches = {"enable_thinking": False} | ({"thinking": False} if deepseek else {})
+        fields["chat_template_kwargs"] = switches
+    return fields
 
 
 def request_fields(config: JudgeConfig) -> dict[str, Any]:
@@ -72,10 +86,13 @@ def request_fields(config: JudgeConfig) -> dict[str, Any]:
 
 
 def message_content(data: dict[str, Any]) -> str | None:
-    """The assistant's ``content`` (never ``reasoning_content``); ``None`` when the body has no message.
+    """The assistant's ``content``; a provider's thinking (DeepSeek's ``reasoning_content``, vLLM's ``reasoning``)
+    is never read. ``None`` when the body has no message.
 
-    >>> message_content({"choices": [{"message": {"content": "A", "reasoning_content": "B"}}]})
+    >>> message_content({"choices": [{"message": {"content": "A", "reasoning_content": "B", "reasoning": "C"}}]})
     'A'
+    >>> message_content({"choices": [{"message": {"content": None, "reasoning": '{"label": "A"}'}}]}) is None
+    True
     >>> message_content({"choices": []}) is None
     True
     """
@@ -84,8 +101,9 @@ def message_content(data: dict[str, Any]) -> str | None:
     except (KeyError, IndexError, TypeError):
         return None
     content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, list):  # content parts
-        content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    if isinstance(content, list):  # content parts; "thinking"/"reasoning" parts are not the answer
+        texts = [p for p in content if isinstance(p, dict) and p.get("type", "text") in ("text", "output_text")]
+        content = "".join(str(p.get("text", "")) for p in texts)
     return content if isinstance(content, str) else None
 
 
@@ -96,7 +114,7 @@ class OpenAIJudge(BaseJudge):
 
     def __init__(self, config: JudgeConfig, *, api_key: str | None = None):
         super().__init__(config)
-        self._api_key = _resolve_key(config, api_key)
+        self._api_key = resolve_key(config, api_key)
         self._fields = request_fields(config)
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -196,7 +214,11 @@ class OpenAIJudge(BaseJudge):
         error = status_error(
             int(exc.status_code), detail, headers, endpoint=self.config.endpoint, api_key_env=self.config.api_key_env
         )
-        return JudgeFatalError(self._redact(str(error))) if isinstance(error, JudgeFatalError) else error
+        if not isinstance(error, JudgeFatalError):
+            return error
+        if int(exc.status_code) in (400, 404, 422) and retired_replacement(self.config.model):
+            return JudgeFatalError(f"{retired_message(self.config.model)} (HTTP {exc.status_code}: {detail})")
+        return JudgeFatalError(self._redact(str(error)))
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry ``attempt`` (:func:`~medgspo.judge.retry.backoff_delay` with this config)."""
@@ -251,7 +273,8 @@ class OpenAIJudge(BaseJudge):
             await client.close()
 
 
-def _resolve_key(config: JudgeConfig, api_key: str | None) -> str:
+def resolve_key(config: JudgeConfig, api_key: str | None) -> str:
+    """The API key: ``api_key`` if given, else the environment variable ``config.api_key_env`` (``local``: any)."""
     key = (api_key if api_key is not None else os.environ.get(config.api_key_env, "")).strip()
     if key:
         return key

@@ -7,13 +7,17 @@ outside the tier set or contradicts itself. No I/O happens here; the client call
 
 Evidence is read in three layers and the first layer that holds any verdict decides:
 
-1. complete JSON objects (bare or in fences) with a verdict key (``label``, ``score``, ``评分`` ...);
+1. complete JSON objects (bare or in fences) with a verdict key (``label``, ``score``, ``评分`` ...), with the
+   conclusions written before them and every verdict line written after them (``{"label": "A"}`` followed by
+   ``评分：-0.5`` contradicts itself: ``None``);
 2. quoted verdict keys of a truncated JSON object (``{"reason": "...", "label": "A"`` with no closing brace);
-3. plain-text statements (``评分：-0.5``, ``**Score:** 2``, ``[[A]]``, a bare value on the last line).
+3. plain-text statements (``评分：-0.5``, ``**Score:** 2``, ``[[A]]``, a bare value on the last line, a value on the
+   line under a verdict heading such as ``### 最终评分``).
 
 Within a layer, statements in a conditional clause (``如果一致则评分为+2.0``: the judge restating the rubric) are
 ignored; statements marked as a conclusion (``最终``, ``综上``, ``final``, ``[[...]]``, JSON, a bare last line)
-outrank unmarked ones; the remaining statements must all agree, otherwise the verdict is ``None``.
+outrank unmarked ones; a verdict key holding words that name no tier (``{"tier": "部分正确", "score": 0.5}``) gives
+way to the keys that do; the remaining statements must all agree, otherwise the verdict is ``None``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ _TEXT_STMT = re.compile(
 )
 _BRACKET_STMT = re.compile(rf"\[\[\s*{_VALUE}\s*\]\]")
 _BARE = re.compile(rf"^\s*[\[\(【（]?\s*{_VALUE}\s*[\]\)】）]?\s*(?:分)?\s*[。.!！]?\s*$")
+# A short heading line that names the verdict (`### 最终评分`, `## Final verdict`), its value on the next line.
+_HEADING = re.compile(rf"^\s*(?:[^\n]{{0,12}}?)(?:{_KEY_RE}|最终结果|结论)\s*[:：]?\s*$")
+_TEXT_NUMBER = re.compile(r"(?<![\w.\-])[+\-]?\d+(?:\.\d+)?(?![\w.])")
+_TEXT_LETTER = re.compile(r"(?<![A-Za-z])[A-E](?![A-Za-z])")
+_SHORT_TEXT = 24  # longer strings under a verdict key are prose, never read for a value
+_LEADING_VALUE = re.compile(r"^[\[\(【（]?\s*(?:[+\-]?\d|[A-E](?![A-Za-z]))")
 
 _CLAUSE_BREAK = re.compile(r"[。；;！!？?\n]")
 _CONDITIONAL = re.compile(r"如果|假如|倘若|若|否则|\bif\b|\bwhen\b|\botherwise\b", re.I)
@@ -66,6 +76,7 @@ class Verdict(NamedTuple):
 class _Stmt(NamedTuple):
     value: float | None  # None when out of the tier set or ambiguous
     marked: bool  # a conclusion (JSON, [[...]], 最终..., bare last line)
+    vague: bool = False  # words that name no tier ("部分正确"): no evidence either way
 
 
 def parse_score(raw: str | None) -> float | None:
@@ -88,10 +99,13 @@ def parse_verdict(raw: str | None) -> Verdict:
         return Verdict(None, None, None)
     if (fast := _single_json_verdict(text)) is not None:
         return fast
-    objects, outside = _json_objects(text)
+    objects, head, tail = _json_objects(text)
     reason = next((o[k] for o in objects for k in _REASON_KEYS if isinstance(o.get(k), str)), None)
+    # Every verdict written after the JSON counts as a conclusion: a different one makes the reply ambiguous.
+    after = [st._replace(marked=True) for st in _text_statements(tail, marked_only=False) if st.value is not None]
+    after = after if objects else []
     layers = [
-        [s for obj in objects for s in _json_statements(obj)] + _text_statements(outside, marked_only=True),
+        [s for obj in objects for s in _json_statements(obj)] + _text_statements(head, marked_only=True) + after,
         _quoted_statements(text),
         _text_statements(text, marked_only=False),
     ]
@@ -162,8 +176,9 @@ def value_of(token: Any) -> float | None:
     return next((v for v in TIERS.values() if math.isclose(v, number, abs_tol=1e-9)), None)
 
 
-def _json_objects(text: str) -> tuple[list[dict[str, Any]], str]:
-    """Complete JSON objects in ``text`` (fenced first, then bare) and the text outside them."""
+def _json_objects(text: str) -> tuple[list[dict[str, Any]], str, str]:
+    """Complete JSON objects in ``text`` (fenced first, then bare), the text before the last of them with the
+    objects cut out, and the text after the last one."""
     objects: list[dict[str, Any]] = []
     spans: list[tuple[int, int]] = []
     decoder = json.JSONDecoder()
@@ -186,10 +201,11 @@ def _json_objects(text: str) -> tuple[list[dict[str, Any]], str]:
             objects.append(obj)
             spans.append((start, end))
         pos = end
-    outside = text
+    last = max((b for _, b in spans), default=len(text))
+    head = text[:last]
     for a, b in sorted(spans, reverse=True):
-        outside = outside[:a] + "\n" + outside[b:]
-    return objects, outside
+        head = head[:a] + "\n" + head[b:]
+    return objects, head, text[last:]
 
 
 def _decode_all(decoder: json.JSONDecoder, text: str) -> list[dict[str, Any]]:
@@ -209,10 +225,34 @@ def _json_statements(obj: dict[str, Any], depth: int = 0) -> list[_Stmt]:
     """Verdict keys of a JSON object (case-insensitive); nested objects are searched when the top has none."""
     lowered = {str(k).strip().lower(): v for k, v in obj.items()}
     keys = [k for k in _VERDICT_KEYS if k in lowered and not isinstance(lowered[k], dict)]
-    found = [_Stmt(value_of(lowered[k]), True) for k in keys]
+    found = [_json_value(lowered[k]) for k in keys]
     if found or depth >= 2:
         return found
     return [s for v in obj.values() if isinstance(v, dict) for s in _json_statements(v, depth + 1)]
+
+
+def _json_value(token: Any) -> _Stmt:
+    """One JSON verdict value: a tier, an invalid value, or words that name no tier (``"部分正确"``, ``null``).
+
+    >>> _json_value("B"), _json_value("A（+2.0）"), _json_value("部分正确"), _json_value("F")
+    (_Stmt(value=0.5, marked=True, vague=False), _Stmt(value=2.0, marked=True, vague=False), _Stmt(value=None, marked=True, vague=True), _Stmt(value=None, marked=True, vague=False))
+    """
+    value = value_of(token)
+    if token is None:
+        return _Stmt(None, True, vague=True)
+    if value is not None or not isinstance(token, str):
+        return _Stmt(value, True)
+    text = _normalize(token).strip()
+    if len(text) <= 1 or _TEXT_NUMBER.fullmatch(text.replace(" ", "")):
+        return _Stmt(None, True)  # an empty, one-letter or numeric value outside the tiers is invalid, not vague
+    if len(text) > _SHORT_TEXT:
+        return _Stmt(None, True, vague=True)
+    found = [value_of(m.group()) for m in _TEXT_NUMBER.finditer(text)]
+    found += [value_of(m.group()) for m in _TEXT_LETTER.finditer(text)]
+    if not found:
+        return _Stmt(None, True, vague=True)
+    values = set(found)
+    return _Stmt(values.pop() if len(values) == 1 else None, True)
 
 
 def _quoted_statements(text: str) -> list[_Stmt]:
@@ -241,8 +281,27 @@ def _text_statements(text: str, *, marked_only: bool) -> list[_Stmt]:
     lines = [line for line in plain.splitlines() if line.strip()]
     if lines and (m := _BARE.match(lines[-1])):
         found.append((len(plain), _Stmt(value_of(m.group("value")), True)))
+    for number, (line, below) in enumerate(zip(lines, lines[1:], strict=False)):
+        if _HEADING.match(line) and (stmt := _value_line(below)) and number + 1 < len(lines) - 1:
+            found.append((plain.find(below), stmt))
     statements = [s for _, s in sorted(found, key=lambda pair: pair[0])]
     return [s for s in statements if s.marked] if marked_only else statements
+
+
+def _value_line(line: str) -> _Stmt | None:
+    """The verdict of a line under a verdict heading: a bare value (``**+0.5**``) or a short value with its name
+    (``B（+0.5）``, ``+0.5 分（B）``); ``None`` for any other line.
+
+    >>> _value_line("B（+0.5）").value, _value_line("+0.5").value, _value_line("回答基本正确") is None
+    (0.5, 0.5, True)
+    """
+    if m := _BARE.match(line):
+        return _Stmt(value_of(m.group("value")), True)
+    text = line.strip()
+    if len(text) > _SHORT_TEXT or not _LEADING_VALUE.match(text):
+        return None
+    stmt = _json_value(text)
+    return None if stmt.vague else stmt
 
 
 def _clause_before(text: str, start: int, key_end: int) -> str:
@@ -268,7 +327,9 @@ def _truncated_value(token: str) -> float | None:
 
 
 def _resolve(statements: list[_Stmt]) -> float | None:
-    """One value from a layer's statements: conclusions outrank the rest; all kept ones must agree."""
+    """One value from a layer's statements: words that name no tier give way to values; conclusions outrank the
+    rest; all kept ones must agree."""
+    statements = [s for s in statements if not s.vague] or statements
     kept = [s for s in statements if s.marked] or statements
     values = {s.value for s in kept}
     return values.pop() if len(values) == 1 else None

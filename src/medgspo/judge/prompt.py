@@ -33,6 +33,15 @@ _VERDICT_WORDS = "评分|得分|分数|打分|等级|评级|判定|标签|结论
 _QUOTED_KEY = re.compile(rf"([\"'])\s*({_VERDICT_WORDS})\s*\1\s*[:：=]", re.IGNORECASE)
 _KEY_COLON = re.compile(rf"({_VERDICT_WORDS})(\s*)[:：=]", re.IGNORECASE)
 _DOUBLE_BRACKETS = re.compile(r"\[\[\s*([^\[\]]{0,12}?)\s*\]\]")
+# Tokenizer control tokens leaking into text: <|im_end|>, <｜end▁of▁sentence｜>, </s>, [PAD] (an <|im_start|>'s role
+# word goes with it), and control characters (C0/C1 controls but tab and newlines, zero-width and bidi marks).
+_SPECIAL_TOKEN = re.compile(
+    r"<\|im_start\|>\s*(?:system|user|assistant|tool)?|<[|｜][^<>|｜\n]{1,64}[|｜]>"
+    r"|</?(?:s|unk|pad|eos|bos|mask|sep|cls|think)>|\[(?:PAD|UNK|CLS|SEP|MASK|EOS|BOS)\]",
+    re.IGNORECASE,
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_WORDLIKE = re.compile(r"[\w\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,16 @@ class Rubric:
 
 @dataclass(frozen=True)
 class JudgeItem:
-    """One thing to judge: the question, the reference answer and either the final answer or a full completion."""
+    """One thing to judge: the question, the reference answer and either the final answer or a full completion;
+    optionally the record's ``key_terms`` and ``ruled_out`` alternatives (read by the offline reference judge,
+    :mod:`.key_terms`)."""
 
     question: str
     reference: str
     answer: str | None = None
     completion: str | None = None
+    key_terms: tuple[str, ...] = ()
+    ruled_out: tuple[str, ...] = ()
 
     @classmethod
     def from_mapping(cls, row: Any) -> JudgeItem:
@@ -70,7 +83,8 @@ class JudgeItem:
         for name, value in (("completion", completion), ("answer", answer)):
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"field '{name}' must be a string")
-        return cls(row["question"], row["reference"], answer=answer, completion=completion)
+        terms = {name: _string_list(row, name) for name in ("key_terms", "ruled_out")}
+        return cls(row["question"], row["reference"], answer=answer, completion=completion, **terms)
 
     def final_answer(self) -> tuple[str, str | None]:
         """``(answer, rule)``: the text the judge reads, and why it scores
@@ -94,7 +108,21 @@ class JudgeItem:
             answer = split.answer
         else:
             answer = (self.answer or "").strip()
-        return (answer, None) if answer else ("", "empty answer")
+        if not answer:
+            return "", "empty answer"
+        if only_special_tokens(answer):
+            return "", "only special or control tokens"
+        return answer, None
+
+
+def _string_list(row: dict, name: str) -> tuple[str, ...]:
+    """An optional list-of-strings field of ``row`` (missing or null: empty)."""
+    value = row.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"field '{name}' must be a list of strings")
+    return tuple(value)
 
 
 @lru_cache(maxsize=4)
@@ -109,6 +137,28 @@ def load_rubric(name: str = RUBRIC_FILE) -> Rubric:
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
     stem = name.rsplit(".", 1)[0].removeprefix("rubric_")
     return Rubric(sections["system"], Template(sections["user"]), sections["reask"], f"{stem}@{digest}")
+
+
+def strip_special_tokens(text: str) -> str:
+    """``text`` without tokenizer control tokens and control characters.
+
+    >>> strip_special_tokens("急性阑尾炎。<|im_end|>\\x00")
+    '急性阑尾炎。'
+    """
+    return _CONTROL.sub("", _SPECIAL_TOKEN.sub("", text))
+
+
+def only_special_tokens(text: str) -> bool:
+    """Whether ``text`` holds tokenizer control tokens or control characters and no word besides them (an
+    incoherent answer, -1.0 by rule).
+
+    >>> only_special_tokens("<|im_end|><|endoftext|>"), only_special_tokens("<|im_start|>assistant\\n<|im_end|>")
+    (True, True)
+    >>> only_special_tokens("肺炎<|im_end|>"), only_special_tokens("。。。")
+    (False, False)
+    """
+    stripped = strip_special_tokens(text)
+    return stripped != text and not _WORDLIKE.search(stripped)
 
 
 def neutralize(text: str) -> str:

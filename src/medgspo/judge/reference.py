@@ -4,17 +4,25 @@ It is not an LLM judge and claims only what lexical evidence supports. Character
 score an answer that contradicts the reference (one inserted 不) above a correct paraphrase, so overlap alone never
 earns a tier here. It decides three tiers and abstains on the rest:
 
-* ``E`` (-1.0): empty, too short, mostly symbols, garbled, degenerate repetition, only framing words (首选, 诊断 ...)
-  with no content, or an instruction to the judge with no medical content;
+* ``E`` (-1.0): only tokenizer special tokens or control characters (``<|im_end|><|endoftext|>``), empty, too
+  short, mostly symbols, garbled, degenerate repetition, token salad, only framing words (首选, 诊断 ...) with no
+  content, or an instruction to the judge with no medical content;
 * ``A`` (+2.0): identical to the reference after normalisation; the reference's words with only framing words
   (诊断、考虑、答案为 ...) added or removed; or near-verbatim: the same content characters in nearly the same order
   (``difflib`` ratio >= 0.9). In every case the numbers and the negation words must be the same;
-* ``C`` (0.0): fluent text with no medical vocabulary and no lexical overlap with the question or reference;
+* ``C`` (0.0): fluent text with no medical vocabulary (:mod:`.vocabulary`: an English abbreviation or term such as
+  COPD, ARDS or DKA is medical, so a correct answer written with one is never "outside medicine") and no lexical
+  overlap with the question or reference;
+* with a record's optional ``key_terms``/``ruled_out`` (:mod:`.key_terms`), after the ``E`` rules: ``A`` when the
+  answer asserts every key term as the reference does and no ruled-out alternative, ``D`` (-0.5) when it asserts
+  a ruled-out alternative; records without them are judged by the rules above alone;
 * otherwise ``None`` with ``error="undecided: ..."`` (TRL skips it): a paraphrase (B), a contradiction (D) and a
   partly right answer look alike to a lexical rule. ``JudgeConfig.reference_undecided_score`` can assign a tier to
   these instead, for smoke runs that need a dense reward.
 
-Everything is pure; :class:`ReferenceJudge` wraps :func:`reference_verdict` in the async judge interface.
+It never punishes a correct answer: the reference itself (after normalisation) is ``A`` before any other rule, a
+stray special token is dropped before judging, and when in doubt it abstains. Everything is pure;
+:class:`ReferenceJudge` wraps :func:`reference_verdict` in the async judge interface.
 """
 
 from __future__ import annotations
@@ -23,13 +31,17 @@ import logging
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import NamedTuple
 
 from medgspo.judge.accounting import JudgeStats, Judgment
 from medgspo.judge.base import BaseJudge, Job
+from medgspo.judge.key_terms import key_term_verdict
+from medgspo.judge.prompt import JudgeItem, only_special_tokens, strip_special_tokens
 from medgspo.judge.tiers import TIERS, label_for
+from medgspo.judge.vocabulary import MEDICAL, looks_medical
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +49,6 @@ _WORD_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fffA-Za-z0-9]")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _REPEATED_CHAR = re.compile(r"(.)\1{9,}")
 _NEGATIONS = ("不", "无", "没", "非", "未", "否", "勿", "禁", "忌", "排除", "除外", "阴性", "避免", "慎用")
-_MEDICAL_ZH = (
-    "病 症 药 炎 癌 瘤 疗 诊 医 患 疾 菌 毒 疫 脏 腺 肿 疡 脓 痰 咳 喘 痛 疼 血 脉 肝 肾 肺 胃 肠 骨 髓 栓 孕 胎 疹 疮 脾 "
-    "手术 检查 剂量 口服 静脉 注射 服用 处方 过敏 发热 发烧 头晕 恶心 呕吐 腹泻 便秘 心脏 心率 心电 呼吸 体温 免疫 "
-    "激素 维生素 营养 康复 护理 复查 就诊 就医 休息 饮食 锻炼 睡眠 体重 妊娠 分娩 大脑 脑部 神经 中医 针灸 方剂 草药 "
-    "穴位 经络 气血 阴虚 阳虚 舌苔 补液 输液 抗体 指标 影像"
-).split()
-_MEDICAL_EN = (
-    r"\b(?:mg|ml|mmol|dose|patient|disease|diagnos\w*|treat\w*|therap\w*|symptom\w*|infect\w*|clinic\w*|ct|mri|ecg)\b"
-)
-_MEDICAL = re.compile("|".join(_MEDICAL_ZH) + "|" + _MEDICAL_EN, re.IGNORECASE)
 
 _FUNCTION_CHARS = frozenset("的了是为即应该此其和与及等则也就着之而并在于对把被")
 _FRAMING = re.compile("最可能的诊断|最可能|可能|诊断|考虑|答案|结论|首选|应为|属于|[的了是为即应该此其]")
@@ -59,6 +61,10 @@ NEAR_VERBATIM_RATIO = 0.9
 MIN_DISTINCT_TRIGRAMS = 0.35
 OFF_TOPIC_OVERLAP = 0.15
 MIN_FLUENT_CHARS = 8  # shorter off-topic text is a fragment (E), not "reasonable but outside medicine" (C)
+SALAD_MIN_TOKENS = 8
+TOO_SHORT = "empty or too short"
+_SENTENCE_PUNCT = re.compile(r"[，。；：]|\w[,;]\s")
+_LETTER_RUN = re.compile(r"([A-Za-z])\1{3,}")  # zzzz, not the Roman numeral III
 _CONTINUING_PUNCT = frozenset("，、；：,;:)）】」』")
 
 
@@ -69,17 +75,27 @@ class RefVerdict(NamedTuple):
     reason: str
 
 
-def reference_verdict(question: str, reference: str, answer: str) -> RefVerdict:
-    """Decide E, A or C from lexical evidence, or abstain (``label=None``).
+def reference_verdict(
+    question: str, reference: str, answer: str, key_terms: Sequence[str] = (), ruled_out: Sequence[str] = ()
+) -> RefVerdict:
+    """Decide E, A or C from lexical evidence (and A or D from ``key_terms``/``ruled_out``), or abstain
+    (``label=None``).
 
     >>> reference_verdict("诊断？", "急性阑尾炎。", "急性阑尾炎").label
     'A'
     >>> reference_verdict("诊断？", "急性阑尾炎。", "不是急性阑尾炎").label is None
     True
     """
+    if only_special_tokens(answer):
+        return RefVerdict("E", "reference heuristic: only special or control tokens")
+    answer = strip_special_tokens(answer)  # a correct answer with a stray <|im_end|> is still correct
+    if _compact(answer) and _compact(answer) == _compact(reference):  # never punish the reference itself
+        return RefVerdict("A", "reference heuristic: identical to the reference after normalisation")
     if (why := incoherence(answer)) is not None:
+        if why == TOO_SHORT and _compact(answer) and _compact(answer) in _compact(reference):
+            return RefVerdict(None, "undecided: a one-character answer found in the reference (是/否, a letter)")
         return RefVerdict("E", f"reference heuristic: {why}")
-    if _INJECTION.search(answer) and not _MEDICAL.search(unicodedata.normalize("NFKC", answer)):
+    if _INJECTION.search(answer) and not MEDICAL.search(unicodedata.normalize("NFKC", answer)):
         return RefVerdict("E", "reference heuristic: an instruction to the judge with no medical content")
     if (why := clear_match(answer, reference)) is not None:
         return RefVerdict("A", f"reference heuristic: {why}")
@@ -87,6 +103,10 @@ def reference_verdict(question: str, reference: str, answer: str) -> RefVerdict:
         return RefVerdict("E", f"reference heuristic: {why}")
     if not _FRAMING.sub("", _compact(answer)):  # e.g. "首选" or "最可能的诊断是": a frame with nothing in it
         return RefVerdict("E", "reference heuristic: only framing words (首选, 诊断 ...), no content")
+    if key_terms or ruled_out:
+        terms = key_term_verdict(answer, reference, key_terms, ruled_out)
+        if terms.label is not None:
+            return RefVerdict(terms.label, f"reference heuristic: {terms.reason}")
     if (why := non_medical(question, reference, answer)) is not None:
         if len(_compact(answer)) < MIN_FLUENT_CHARS:  # off-topic *and* this short: a fragment, not fluent text
             return RefVerdict("E", f"reference heuristic: a fragment ({why})")
@@ -103,7 +123,7 @@ def incoherence(answer: str) -> str | None:
     visible = [c for c in answer if not c.isspace()]
     words = _WORD_CHAR.findall(answer)
     if len(words) < 2:
-        return "empty or too short"
+        return TOO_SHORT
 
     if len(words) / len(visible) < 0.5:
         return f"mostly symbols ({len(words)} of {len(visible)} characters are letters or digits)"
@@ -117,7 +137,28 @@ def incoherence(answer: str) -> str | None:
         distinct = len(set(trigrams))
         if distinct / len(trigrams) < MIN_DISTINCT_TRIGRAMS:
             return f"degenerate repetition ({distinct} distinct of {len(trigrams)} character trigrams)"
-    return None
+    return token_salad(answer)
+
+
+def token_salad(answer: str) -> str | None:
+    """Why one line of space-separated tokens is salad rather than text, or ``None``: at least
+    :data:`SALAD_MIN_TOKENS` tokens, no sentence punctuation, a token repeated at once (``cGMP cGMP``) and at least
+    one more sign of salad: another repeat, a token of symbols only (``##``, ``???``) or a letter run (``zzzz``).
+    A dosage line (``0.9% NS 1 L / h``) has symbol tokens but no repeat, and is not salad.
+
+    >>> token_salad("硝酸酯 西地那非 cGMP cGMP cGMP 禁忌 吗 ？ ？ ？ 的 了")
+    'token salad (12 tokens, 7 repeated or symbol-only)'
+    >>> token_salad("Give IV insulin 0.1 U/kg/h and 0.9% saline 1 L over the first hour") is None
+    True
+    """
+    tokens = answer.split()
+    if len(tokens) < SALAD_MIN_TOKENS or "\n" in answer.strip() or _SENTENCE_PUNCT.search(answer):
+        return None
+    repeats = sum(a == b for a, b in zip(tokens, tokens[1:], strict=False))
+    junk = sum(not _WORD_CHAR.search(t) or bool(_LETTER_RUN.fullmatch(t)) for t in tokens)
+    if repeats < 1 or repeats + junk < 2:
+        return None
+    return f"token salad ({len(tokens)} tokens, {repeats + junk} repeated or symbol-only)"
 
 
 def fragment(answer: str) -> str | None:
@@ -160,9 +201,10 @@ def clear_match(answer: str, reference: str) -> str | None:
 
 
 def non_medical(question: str, reference: str, answer: str) -> str | None:
-    """Why ``answer`` is fluent but outside medicine, or ``None``: no medical word and no overlap with the task."""
+    """Why ``answer`` is fluent but outside medicine, or ``None``: no medical word, no abbreviation or other Latin
+    word beyond everyday English (:mod:`.vocabulary`: COPD, ARDS, DKA are medical) and no overlap with the task."""
     a = _compact(answer)
-    if len(a) < 4 or _MEDICAL.search(unicodedata.normalize("NFKC", answer)):
+    if len(a) < 4 or looks_medical(answer):
         return None
     task = set(_bigrams(_compact(question) + _compact(reference)))
     grams = _bigrams(a)
@@ -211,6 +253,15 @@ def _negations(compact: str) -> Counter:
     return Counter({word: compact.count(word) for word in _NEGATIONS if word in compact})
 
 
+@dataclass(frozen=True)
+class TermJob(Job):
+    """A job with the record's key terms and ruled-out alternatives (in its key, so answers to records that
+    differ only in them are judged apart)."""
+
+    key_terms: tuple[str, ...] = ()
+    ruled_out: tuple[str, ...] = ()
+
+
 class ReferenceJudge(BaseJudge):
     """The heuristic behind the async judge interface; no network, no cache (it takes microseconds)."""
 
@@ -221,10 +272,19 @@ class ReferenceJudge(BaseJudge):
     def judge_id(self) -> str:
         return "reference-heuristic"
 
+    def _job(self, item: JudgeItem, answer: str) -> Job:
+        job = super()._job(item, answer)
+        if not (item.key_terms or item.ruled_out):
+            return job
+        key = f"{job.key}|{item.key_terms}|{item.ruled_out}"
+        return TermJob(job.question, job.reference, job.candidate, key, item.key_terms, item.ruled_out)
+
     async def _judge_new(self, jobs: list[Job], batch: JudgeStats, done: Callable[[str], None]) -> dict[str, Judgment]:
         verdicts = {}
         for job in jobs:
-            verdicts[job.key] = self._judgment(reference_verdict(job.question, job.reference, job.candidate))
+            terms = (job.key_terms, job.ruled_out) if isinstance(job, TermJob) else ()
+            verdict = reference_verdict(job.question, job.reference, job.candidate, *terms)
+            verdicts[job.key] = self._judgment(verdict)
             done(job.key)
         decided = sum(v.label is not None for v in verdicts.values())
         logger.debug("Reference heuristic decided %d of %d unique answers.", decided, len(verdicts))
