@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -9,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +21,8 @@ from test_chat import ANSWER, QUESTION, THINKING, memorized_adapter
 
 from medgspo.cli import main
 from medgspo.serve.app import BackgroundServer, create_app
-from medgspo.serve.engine import ChatEngine, GenerationResult
+from medgspo.serve.batcher import Batcher
+from medgspo.serve.engine import ChatEngine
 from medgspo.serve.protocol import ServerConfig
 
 MODEL_ID = "medgspo-test"
@@ -101,10 +102,24 @@ def test_length_limit_is_reported(client):
     assert completion.choices[0].message.reasoning_content == "我先想一"  # tokens 我先 / 想 / 一
 
 
+def test_stop_strings_cut_the_answer(client):
+    completion = ask(client, stop=["肺炎", "never"])
+    assert completion.choices[0].message.content == ANSWER[: ANSWER.index("肺炎")]
+    assert completion.choices[0].message.reasoning_content == THINKING
+    assert completion.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].delta.content or "" for c in ask(client, stop="肺炎", stream=True) if c.choices)
+    assert streamed == ANSWER[: ANSWER.index("肺炎")]
+
+
 def test_models_and_health(client, server):
     assert [m.id for m in client.models.list().data] == [MODEL_ID]
     assert client.models.retrieve(MODEL_ID).id == MODEL_ID
-    assert http(server.url + "/health") == (200, {"status": "ok", "model": MODEL_ID, "in_line": 0})
+    code, health = http(server.url + "/health")
+    assert code == 200 and (health["status"], health["model"]) == ("ok", MODEL_ID)
+    assert (health["queue"], health["batch_size"], health["max_batch_size"]) == (0, 0, 16)
+    assert set(health["requests"]) == {"completed", "cancelled", "rejected", "failed"}
+    ask(client, max_tokens=2)
+    assert http(server.url + "/health")[1]["requests"]["completed"] == health["requests"]["completed"] + 1
 
 
 def test_concurrent_requests_all_succeed(client):
@@ -153,6 +168,8 @@ BAD_REQUESTS = {
     "max_completion_tokens over": ({**GOOD, "max_completion_tokens": 10_000}, 400, "max_completion_tokens"),
     "stream not bool": ({**GOOD, "stream": "yes"}, 400, "stream"),
     "n above 1": ({**GOOD, "n": 2}, 400, "n"),
+    "stop not a string": ({**GOOD, "stop": [1]}, 400, "stop"),
+    "five stops": ({**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     "unknown model": ({**GOOD, "model": "gpt-4o"}, 404, "model"),
     "body too large": ({**GOOD, "padding": "x" * (1 << 20)}, 413, None),
 }
@@ -205,64 +222,78 @@ def test_api_key_is_required_when_set(engine, caplog):
     assert key not in caplog.text
 
 
-# ---- the waiting line, with a model that waits for the test ------------------------------------------------------
-class GatedEngine:
-    """Streams one piece per token until released or told to stop; records whether it was stopped."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.started = threading.Event()
-        self.stopped_early = False
-
-    def render(self, messages):
-        return "<|im_start|>assistant\n<think>\n"
-
-    def generate(self, messages, options, on_text=None, should_stop=None):
-        self.started.set()
-        for n in range(1, 2000):
-            if should_stop is not None and should_stop():
-                self.stopped_early = True
-                return GenerationResult("想", 1, n, "stop")
-            if self.release.wait(0.01):
-                break
-            if on_text is not None:
-                on_text("想")
-        if on_text is not None:
-            on_text("</think>好")
-        return GenerationResult("想</think>好", 1, 2, "stop")
-
-
-def test_full_line_gets_503_and_line_frees_up():
-    engine = GatedEngine()
-    with BackgroundServer(create_app(engine, ServerConfig("gated", max_queue=0))) as server:
+# ---- overload and clients that go away ------------------------------------------------------------------------
+def test_full_queue_gets_503_with_retry_after_and_frees_up(engine):
+    batcher = Batcher(engine, max_batch_size=1, max_queue=1)  # not started yet: requests wait
+    with BackgroundServer(create_app(engine, ServerConfig(MODEL_ID, max_tokens_limit=LIMIT), batcher)) as server:
         url = server.url + "/v1/chat/completions"
-        body = {"messages": [{"role": "user", "content": "x"}]}
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            first = pool.submit(http, url, body)
-            assert engine.started.wait(10)
-            code, reply = http(url, body)
-            assert code == 503 and reply["error"]["code"] == "server_busy"
-            engine.release.set()
-            message = first.result(timeout=10)[1]["choices"][0]["message"]
-            assert message == {"role": "assistant", "content": "好", "reasoning_content": "想"}
-        assert http(server.url + "/health")[1]["in_line"] == 0
+        body = {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": LIMIT}
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            waiting = [pool.submit(http, url, body) for _ in range(2)]
+            wait_for(lambda: http(server.url + "/health")[1]["queue"] == 2)
+            request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=60)
+            assert refused.value.code == 503 and int(refused.value.headers["Retry-After"]) >= 1
+            assert json.loads(refused.value.read())["error"]["code"] == "server_busy"
+            batcher.start()
+            answers = [f.result(timeout=60) for f in waiting]
+        assert [a[1]["choices"][0]["message"]["content"] for a in answers] == [ANSWER, ANSWER]
+        health = http(server.url + "/health")[1]
+        assert (health["queue"], health["batch_size"], health["requests"]["rejected"]) == (0, 0, 1)
 
 
-def test_client_that_goes_away_stops_the_generation():
-    engine = GatedEngine()
-    with BackgroundServer(create_app(engine, ServerConfig("gated"))) as server:
-        request = json.dumps({"messages": [{"role": "user", "content": "x"}], "stream": True}).encode()
-        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(head + f"Content-Length: {len(request)}\r\n\r\n".encode() + request)
-            received = b""
-            while b"reasoning_content" not in received:
-                received += sock.recv(4096)  # a few chunks, then hang up mid-stream
-        deadline = time.monotonic() + 10
-        while not engine.stopped_early and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert engine.stopped_early
-        assert http(server.url + "/health")[1]["in_line"] == 0
+@pytest.fixture(scope="module")
+def long_server(tiny_model_dir):
+    """The base tiny model: greedy, it never ends a completion before max_tokens (1000 here)."""
+    engine = ChatEngine.load(str(tiny_model_dir))
+    with BackgroundServer(create_app(engine, ServerConfig("long", max_tokens_limit=1000))) as running:
+        yield running
+
+
+LONG = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 1000, "temperature": 0}
+
+
+def test_streaming_client_that_disconnects_frees_its_slot(long_server):
+    import aiohttp
+
+    async def read_a_little_then_hang_up() -> bytes:
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(long_server.url + "/v1/chat/completions", json={**LONG, "stream": True})
+            assert response.status == 200
+            first = await response.content.readline()  # the role chunk
+            for _ in range(600):  # until the request is in the batch (bounded)
+                async with session.get(long_server.url + "/health") as health:
+                    if (await health.json())["batch_size"] == 1:
+                        break
+                await asyncio.sleep(0.05)
+            response.close()  # hang up mid-stream
+            return first
+
+    before = http(long_server.url + "/health")[1]["requests"]
+    assert asyncio.run(read_a_little_then_hang_up()).startswith(b'data: {"id": "chatcmpl-')
+    wait_for(lambda: http(long_server.url + "/health")[1]["batch_size"] == 0)
+    after = http(long_server.url + "/health")[1]["requests"]
+    assert after["cancelled"] == before["cancelled"] + 1 and after["completed"] == before["completed"]
+
+
+def test_client_that_gives_up_waiting_frees_its_slot(long_server):
+    impatient = OpenAI(base_url=long_server.url + "/v1", api_key="unused", max_retries=0, timeout=0.5)
+    import openai
+
+    before = http(long_server.url + "/health")[1]["requests"]
+    with pytest.raises(openai.APITimeoutError):
+        impatient.chat.completions.create(model="long", **LONG)
+    wait_for(lambda: http(long_server.url + "/health")[1]["requests"]["cancelled"] == before["cancelled"] + 1)
+    assert http(long_server.url + "/health")[1]["batch_size"] == 0
+
+
+def wait_for(condition, seconds: float = 60) -> None:
+    """Poll ``condition`` until it holds (a bounded loop; fails after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
 
 
 def test_web_page_is_served(server):
@@ -281,6 +312,7 @@ def test_web_page_is_served(server):
         ),
         (["--max-tokens-limit", "0"], "--max_tokens_limit must be >= 1"),
         (["--max_queue", "-1"], "--max_queue must be >= 0"),
+        (["--max-batch-size", "0"], "--max_batch_size must be >= 1"),
         (["--port", "70000"], "--port must be between 0 and 65535"),
         (["--adapter", "no-such-adapter"], "adapter folder not found"),
     ],

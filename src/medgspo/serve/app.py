@@ -6,8 +6,9 @@
 
 Routes: ``GET /`` (the web page, ``resources/web/index.html``), ``GET /health``, ``GET /v1/models``,
 ``GET /v1/models/{id}`` and ``POST /v1/chat/completions`` (``stream`` true or false; the wire format is
-:mod:`medgspo.serve.protocol`). One generation runs at a time (the model is not thread-safe); other requests wait in
-a bounded line (503 when it is full). aiohttp is imported inside the functions.
+:mod:`medgspo.serve.protocol`). Requests are generated together by one :class:`~medgspo.serve.batcher.Batcher`
+(continuous batching, at most ``max_batch_size`` rows); up to ``max_queue`` more wait, and beyond that the answer is
+503 with ``Retry-After``. A client that disconnects frees its place. aiohttp is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from medgspo.modeling.generation import SamplingOptions
+from medgspo.serve.batcher import Batcher, QueueFull
+from medgspo.serve.channel import ClientGone, JobChannel
 from medgspo.serve.engine import ChatEngine, GenerationResult
 from medgspo.serve.protocol import (
     APIError,
@@ -37,89 +38,22 @@ from medgspo.serve.protocol import (
     sse,
     usage,
 )
-from medgspo.serve.streaming import THINKING, ThinkSplitter, prompt_opens_thinking
+from medgspo.serve.streaming import THINKING, ThinkSplitter
 from medgspo.utils.paths import RESOURCES
 
 logger = logging.getLogger(__name__)
 
 WEB_PAGE = RESOURCES / "web" / "index.html"
-_DONE = object()
-
-
-# ---- the generation line ----------------------------------------------------------------------------------------
-class GenerationLine:
-    """Runs generations one at a time on a dedicated thread; at most ``max_queue`` requests wait for their turn."""
-
-    def __init__(self, engine: ChatEngine, max_queue: int) -> None:
-        self.engine = engine
-        self.max_queue = max_queue
-        self.in_line = 0  # waiting + running
-        self._lock = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medgspo-generate")
-
-    async def complete(self, messages: list[dict[str, str]], options: SamplingOptions) -> GenerationResult:
-        """Generate one whole completion."""
-        async with self._turn():
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, partial(self.engine.generate, messages, options))
-
-    async def stream(self, messages: list[dict[str, str]], options: SamplingOptions) -> AsyncIterator[Any]:
-        """Yield raw text pieces as they are decoded, then the :class:`GenerationResult`.
-
-        Closing the iterator early (the client went away) stops the generation after the current token.
-        """
-        async with self._turn():
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue = asyncio.Queue()
-            stop = threading.Event()
-            on_text = partial(loop.call_soon_threadsafe, queue.put_nowait)
-            job = partial(self.engine.generate, messages, options, on_text, stop.is_set)
-            future = loop.run_in_executor(self._executor, job)
-            future.add_done_callback(lambda _: queue.put_nowait(_DONE))
-            try:
-                while (piece := await queue.get()) is not _DONE:
-                    yield piece
-                yield future.result()
-            finally:
-                stop.set()
-                await asyncio.shield(asyncio.wait([future]))  # the model stays busy until generate() returns
-
-    def _turn(self) -> _InLine:
-        if self.in_line > self.max_queue:
-            raise APIError(503, "The server is busy; try again shortly.", type="server_error", code="server_busy")
-        return _InLine(self)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-class _InLine:
-    """Counts a request as in line while it waits for and holds the generation lock."""
-
-    def __init__(self, line: GenerationLine) -> None:
-        self.line = line
-
-    async def __aenter__(self) -> None:
-        self.line.in_line += 1
-        try:
-            await self.line._lock.acquire()
-        except BaseException:
-            self.line.in_line -= 1
-            raise
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.line._lock.release()
-        self.line.in_line -= 1
 
 
 # ---- routes -----------------------------------------------------------------------------------------------------
 class _API:
     """The route handlers of one app (state lives here, not in app keys)."""
 
-    def __init__(self, engine: ChatEngine, config: ServerConfig) -> None:
+    def __init__(self, engine: ChatEngine, config: ServerConfig, batcher: Batcher) -> None:
         self.engine = engine
         self.config = config
-        self.line = GenerationLine(engine, config.max_queue)
+        self.batcher = batcher
         self.created = int(time.time())
         self.page = WEB_PAGE.read_bytes() if WEB_PAGE.is_file() else b"<!doctype html><title>medgspo</title>"
 
@@ -133,7 +67,7 @@ class _API:
         return web.Response(body=self.page, content_type="text/html", charset="utf-8", headers=headers)
 
     async def health(self, request):
-        return _json({"status": "ok", "model": self.config.model_id, "in_line": self.line.in_line})
+        return _json({"status": "ok", "model": self.config.model_id, **self.batcher.health()})
 
     async def models(self, request):
         return _json({"object": "list", "data": [self._model_card()]})
@@ -152,16 +86,38 @@ class _API:
 
         chat = parse_chat_request(await _read_json(request, self.config.max_body_bytes), self.config)
         try:
-            prompt = self.engine.render(chat.messages)
+            prompt_ids, opens_thinking = self.engine.encode(chat.messages)
         except (TemplateError, ValueError) as exc:  # the chat template rejects the conversation
             raise APIError(400, f"The chat template rejected the messages: {exc}", param="messages") from None
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        if chat.stream:
-            return await self._stream(request, chat, completion_id, prompt_opens_thinking(prompt))
-        result = await self.line.complete(chat.messages, chat.options)
-        return _json(completion_body(completion_id, self.config.model_id, result))
+        channel = self._submit(chat, prompt_ids, opens_thinking)
+        try:
+            if chat.stream:
+                return await self._stream(request, chat, completion_id, channel)
+            result = await channel.result(partial(_client_gone, request))
+            return _json(completion_body(completion_id, self.config.model_id, result))
+        except ClientGone:
+            logger.info("Client went away while waiting for %s; its generation was cancelled.", completion_id)
+            return _json({}, 499)  # nginx's "client closed request"; nobody reads it
+        finally:
+            channel.close()
 
-    async def _stream(self, request, chat: ChatRequest, completion_id: str, opens_thinking: bool):
+    def _submit(self, chat: ChatRequest, prompt_ids: list[int], opens_thinking: bool) -> JobChannel:
+        try:
+            return JobChannel(
+                self.batcher,
+                prompt_ids,
+                chat.options,
+                stop=chat.stop,
+                opens_thinking=opens_thinking,
+                stream=chat.stream,
+            )
+        except QueueFull as full:
+            message = f"The server is busy; retry after {full.retry_after} s."
+            headers = {"Retry-After": str(full.retry_after)}
+            raise APIError(503, message, type="server_error", code="server_busy", headers=headers) from None
+
+    async def _stream(self, request, chat: ChatRequest, completion_id: str, channel: JobChannel):
         from aiohttp import web
 
         headers = {
@@ -169,31 +125,39 @@ class _API:
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
         }
-        stream = self.line.stream(chat.messages, chat.options)
-        first = await anext(stream)  # waits for our turn (and raises 503 before any byte is sent)
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         chunk = partial(chunk_body, completion_id, self.config.model_id)
-        splitter = ThinkSplitter(start_in_thinking=opens_thinking)
+        splitter = ThinkSplitter(start_in_thinking=channel.job.opens_thinking)
         try:
             await response.write(sse(chunk({"role": "assistant", "content": ""})))
-            item = first
-            while not isinstance(item, GenerationResult):
-                await _write_events(response, chunk, splitter.feed(item))
-                item = await anext(stream)
-            await _write_events(response, chunk, splitter.flush())
-            await response.write(sse(chunk({}, item.finish_reason)))
-            if chat.include_usage:
-                await response.write(sse({**chunk({}), "choices": [], "usage": usage(item)}))
-            await response.write(sse("[DONE]"))
-        except ConnectionError:
-            logger.info("Client went away during %s; generation stopped.", completion_id)
+            async for item in channel.items(partial(_client_gone, request)):
+                if isinstance(item, GenerationResult):
+                    await _write_events(response, chunk, splitter.flush())
+                    await response.write(sse(chunk({}, item.finish_reason)))
+                    if chat.include_usage:
+                        await response.write(sse({**chunk({}), "choices": [], "usage": usage(item)}))
+                    await response.write(sse("[DONE]"))
+                else:
+                    await _write_events(response, chunk, splitter.feed(item))
+        except ConnectionError:  # aiohttp's write error on a closed connection, or ClientGone
+            logger.info("Client went away during %s; its generation was cancelled.", completion_id)
         except Exception:
             logger.exception("Generation failed during %s", completion_id)
-            await response.write(sse(APIError(500, "Generation failed.", type="server_error").body()))
-        finally:
-            await stream.aclose()
+            await _write_quietly(response, sse(APIError(500, "Generation failed.", type="server_error").body()))
         return response
+
+
+def _client_gone(request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _write_quietly(response, data: bytes) -> None:
+    try:
+        await response.write(data)
+    except ConnectionError:
+        pass
 
 
 async def _write_events(response, chunk, events) -> None:
@@ -217,10 +181,10 @@ async def _read_json(request, max_body_bytes: int) -> Any:
         raise APIError(400, "We could not parse the JSON body of your request.", code="invalid_json") from None
 
 
-def _json(data: Any, status: int = 200):
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None):
     from aiohttp import web
 
-    return web.json_response(data, status=status, dumps=partial(json.dumps, ensure_ascii=False))
+    return web.json_response(data, status=status, headers=headers, dumps=partial(json.dumps, ensure_ascii=False))
 
 
 # ---- middlewares ------------------------------------------------------------------------------------------------
@@ -232,7 +196,7 @@ def _middlewares(config: ServerConfig) -> list[Any]:
         try:
             return await handler(request)
         except APIError as exc:
-            return _json(exc.body(), exc.status)
+            return _json(exc.body(), exc.status, exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -261,11 +225,17 @@ def _authorized(request, api_key: str) -> bool:
 
 
 # ---- running it -------------------------------------------------------------------------------------------------
-def create_app(engine: ChatEngine, config: ServerConfig):
-    """The aiohttp application serving ``engine`` (run it with :func:`serve` or :class:`BackgroundServer`)."""
+def create_app(engine: ChatEngine, config: ServerConfig, batcher: Batcher | None = None):
+    """The aiohttp application serving ``engine`` (run it with :func:`serve` or :class:`BackgroundServer`).
+
+    Without ``batcher`` one is made from ``config`` and started; a given one is used as it is (started or not).
+    Either way it is closed with the app.
+    """
     from aiohttp import web
 
-    api = _API(engine, config)
+    if batcher is None:
+        batcher = Batcher(engine, config.max_batch_size, config.max_queue).start()
+    api = _API(engine, config, batcher)
     app = web.Application(middlewares=_middlewares(config), client_max_size=config.max_body_bytes)
     app.router.add_get("/", api.index)
     app.router.add_get("/health", api.health)
@@ -273,10 +243,10 @@ def create_app(engine: ChatEngine, config: ServerConfig):
     app.router.add_get("/v1/models/{model}", api.model)
     app.router.add_post("/v1/chat/completions", api.chat_completions)
 
-    async def close_line(_app) -> None:
-        api.line.close()
+    async def close_batcher(_app) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, batcher.close)
 
-    app.on_cleanup.append(close_line)
+    app.on_cleanup.append(close_batcher)
     return app
 
 

@@ -1,18 +1,20 @@
-"""The generation engine of ``medgspo chat`` and ``medgspo serve``: one loaded model answering one chat at a time.
+"""The loaded model of ``medgspo chat`` and ``medgspo serve``: prompts, token ids, and one chat at a time.
 
     engine = ChatEngine.load("tiny", "runs/sft/adapter")          # model + tokenizer + the adapter's chat format
     result = engine.generate(engine.question_messages("……"), SamplingOptions(), on_text=print)
 
-:meth:`ChatEngine.generate` streams decoded text to ``on_text`` as soon as it is final and stops early when
-``should_stop`` says so (a client that went away); it returns a :class:`GenerationResult`. torch and transformers
-are imported inside the methods, so importing this module is cheap.
+:meth:`ChatEngine.generate` (``medgspo chat``) streams decoded text to ``on_text`` as soon as it is final and stops
+early when ``should_stop`` says so; it returns a :class:`GenerationResult`. ``medgspo serve`` batches many chats
+instead (:mod:`medgspo.serve.batcher`), using :meth:`ChatEngine.encode`, :meth:`ChatEngine.decode` and
+:meth:`ChatEngine.eos_token_ids`. torch and transformers are imported inside the methods, so importing this module
+is cheap.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class GenerationResult:
-    """One finished completion: raw text, token counts and why it stopped (``stop`` or ``length``)."""
+    """One finished completion: raw text, token counts and why it stopped (``stop``, ``length``; the server's
+    batcher also ``cancelled``)."""
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
     opens_thinking: bool = True
+    token_ids: list[int] = field(default_factory=list, repr=False)  # the completion's tokens (end token included)
 
 
 class ChatEngine:
@@ -61,6 +65,23 @@ class ChatEngine:
         return self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, **self.chat_format.chat_template_kwargs()
         )
+
+    def encode(self, messages: list[dict[str, str]]) -> tuple[list[int], bool]:
+        """The prompt's token ids, and whether it leaves the model inside the thinking block."""
+        prompt = self.render(messages)
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return list(ids), prompt_opens_thinking(prompt)
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated token ids (special tokens left out, as in :meth:`generate`)."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def eos_token_ids(self) -> set[int]:
+        """The token ids that end a completion (the generation config's, else the tokenizer's)."""
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return set(eos) if isinstance(eos, list | tuple) else {eos}
 
     def question_messages(self, question: str) -> list[dict[str, str]]:
         """The messages for one standalone question."""
@@ -97,14 +118,11 @@ class ChatEngine:
             completion_tokens=len(new_ids),
             finish_reason=self._finish_reason(new_ids, options.max_new_tokens),
             opens_thinking=prompt_opens_thinking(prompt),
+            token_ids=new_ids,
         )
 
     def _finish_reason(self, new_ids: list[int], max_new_tokens: int) -> str:
-        eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = self.tokenizer.eos_token_id
-        eos_ids = set(eos) if isinstance(eos, list | tuple) else {eos}
-        if len(new_ids) >= max_new_tokens and (not new_ids or new_ids[-1] not in eos_ids):
+        if len(new_ids) >= max_new_tokens and (not new_ids or new_ids[-1] not in self.eos_token_ids()):
             return "length"
         return "stop"
 

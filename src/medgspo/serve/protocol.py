@@ -23,6 +23,7 @@ from medgspo.serve.streaming import split_text
 logger = logging.getLogger(__name__)
 
 ROLES = ("system", "developer", "user", "assistant")
+MAX_STOP = 4  # OpenAI's limit on stop strings
 
 
 @dataclass
@@ -33,7 +34,8 @@ class ServerConfig:
     api_key: str | None = None
     max_tokens_limit: int = 1024
     max_body_bytes: int = 1 << 20
-    max_queue: int = 32
+    max_batch_size: int = 16
+    max_queue: int = 64
 
 
 class APIError(Exception):
@@ -51,9 +53,11 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers  # extra response headers (``Retry-After`` on 503)
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -68,13 +72,14 @@ class ChatRequest:
     options: SamplingOptions
     stream: bool = False
     include_usage: bool = False
+    stop: tuple[str, ...] = ()
 
 
 def parse_chat_request(body: Any, config: ServerConfig) -> ChatRequest:
     """Validate a request body; ``APIError`` (400/404) names the offending parameter.
 
     A missing ``model`` means the served one; another name is ``404 model_not_found``. Parameters this server does
-    not implement (``stop``, ``tools``, ``logprobs``, ...) are ignored, except ``n`` other than 1.
+    not implement (``tools``, ``logprobs``, ...) are ignored, except ``n`` other than 1.
 
     >>> chat = parse_chat_request({"messages": [{"role": "user", "content": "你好"}], "top_k": -1}, ServerConfig("m"))
     >>> chat.messages, chat.options.top_k, chat.options.max_new_tokens
@@ -92,7 +97,25 @@ def parse_chat_request(body: Any, config: ServerConfig) -> ChatRequest:
     stream = bool(_get(body, "stream", bool, False))
     stream_options = _get(body, "stream_options", dict, {})
     include_usage = stream_options.get("include_usage") is True
-    return ChatRequest(parse_messages(body.get("messages")), options, stream, include_usage)
+    stop = parse_stop(body.get("stop"))
+    return ChatRequest(parse_messages(body.get("messages")), options, stream, include_usage, stop)
+
+
+def parse_stop(stop: Any) -> tuple[str, ...]:
+    """OpenAI's ``stop``: null, a string, or a list of up to :data:`MAX_STOP` strings (empty ones are dropped).
+
+    >>> parse_stop("。"), parse_stop(["\\n\\n", ""]), parse_stop(None)
+    (('。',), ('\\n\\n',), ())
+    """
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else stop
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise APIError(400, "'stop' must be a string or a list of strings.", param="stop", code="invalid_type")
+    if len(items) > MAX_STOP:
+        message = f"'stop' may hold at most {MAX_STOP} strings (got {len(items)})."
+        raise APIError(400, message, param="stop", code="invalid_value")
+    return tuple(s for s in items if s)
 
 
 def _sampling_options(body: dict[str, Any], max_tokens_limit: int) -> tuple[SamplingOptions, str]:
