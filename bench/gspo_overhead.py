@@ -17,7 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from medgspo.train.gspo import build_rewards, parse_gspo, run_gspo
+from medgspo.rewards import RewardContext, check_rewards, get_reward_funcs
+from medgspo.train.gspo import GSPO_ARGUMENTS, run_gspo
+from medgspo.utils.cli import parse_args
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "gspo.yaml"
 
@@ -51,7 +53,7 @@ def bare_trl(steps: int) -> float:
     from medgspo.data.tiny_model import resolve_model_path
 
     with tempfile.TemporaryDirectory() as out:
-        data, fmt_args, judge, rewards, train_args, model_args = parse_gspo(args_for(out, steps))
+        data, fmt_args, judge, rewards, train_args, model_args = parse_args(GSPO_ARGUMENTS, args_for(out, steps))
         start = time.perf_counter()
         path = resolve_model_path(model_args.model_name_or_path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -59,8 +61,8 @@ def bare_trl(steps: int) -> float:
         train, _ = train_eval_split(load_records().records, data.eval_size, data.split_seed)
         fmt = ChatFormat()
         ds = Dataset.from_list([fmt.rl_example(r) for r in train[: train_args.max_prompts]])
-        funcs, weights, _ = build_rewards(rewards, judge.to_config())
-        train_args.reward_weights = weights
+        train_args.reward_weights = check_rewards(rewards.reward_funcs, train_args.reward_weights)
+        funcs = get_reward_funcs(rewards.reward_funcs, RewardContext(judge.to_config(), rewards.max_answer_chars))
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=funcs,
@@ -76,7 +78,7 @@ def bare_trl(steps: int) -> float:
 
 def medgspo_stage(steps: int) -> float:
     with tempfile.TemporaryDirectory() as out:
-        parsed = parse_gspo(args_for(out, steps))
+        parsed = parse_args(GSPO_ARGUMENTS, args_for(out, steps))
         start = time.perf_counter()
         run_gspo(*parsed)
         return time.perf_counter() - start
