@@ -41,3 +41,11 @@ GOOD = {
     "Complex_CoT": "我先考虑社区获得性肺炎……",
     "Response": "社区获得性肺炎。",
 }
+
+
+@pytest.fixture(scope="session")
+def hub_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A miniature of the Qwen/Qwen3.5-4B hub checkpoint: vision-language class and weight layout, random weights."""
+    from hub_miniature import build_hub_miniature
+
+    return build_hub_miniature(tmp_path_factory.mktemp("hub") / "Qwen3.5-mini", tiny_model_dir)

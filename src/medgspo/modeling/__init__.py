@@ -1,3 +1,4 @@
-"""Models at inference: load a base model (+ LoRA adapter) with its chat format, and generate answers in batches.
-Shared by training, evaluation, chat, serving and export; it knows nothing of any stage.
+"""Models: the one way to load a base model (+ LoRA adapter of either Qwen3.5 layout) with its chat format, what a
+LoRA adapts per layer kind, and batched generation. Shared by training, evaluation, chat, serving, export and plan;
+it knows nothing of any stage.
 """

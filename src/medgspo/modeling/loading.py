@@ -1,7 +1,20 @@
-"""Load a base model (+ optional LoRA adapter) with its chat format; check model and adapter paths first.
+"""The one way medgspo loads a base model (+ LoRA adapter), used by SFT, GSPO, eval, chat, serve, export and plan.
 
-Shared by training, evaluation, chat, serving and export. The chat format is read from the adapter folder
-(or the model folder) so inference lays out prompts exactly as training did.
+**Which class.** The hub checkpoint ``Qwen/Qwen3.5-4B`` is the vision-language class
+``Qwen3_5ForConditionalGeneration`` (``text_config`` + ``vision_config``; weights under ``model.language_model.*``,
+``model.visual.*`` and ``mtp.*``). medgspo trains and runs it as the **text class** ``Qwen3_5ForCausalLM``:
+:func:`load_base_model` calls ``AutoModelForCausalLM.from_pretrained``, which reads the language weights of either
+layout and gives the same logits as the vision-language class on text. No vision-tower memory is spent. What is
+lost: image and video input, and the multi-token-prediction weights (``mtp.*``, used by vLLM/SGLang for speculative
+decoding; transformers never loads them). Both back-ends converge on it: TRL given a path would load the
+vision-language class, so SFT loads the model here and hands TRL the object; only ``--backend unsloth`` keeps the
+model card's ``FastVisionModel`` (vision-language class), and its adapters load here all the same
+(:mod:`medgspo.modeling.adapters` converts the layout).
+
+``export`` is the one exception, on purpose: it merges into the checkpoint's *own* class
+(``text_only=False``), so the merged folder replaces the base wherever the base ran (``vllm serve DIR``, image input
+kept). Local folders are passed to transformers as absolute paths, so an adapter records a base
+(``base_model_name_or_path``) that ``medgspo export`` finds from any working directory.
 """
 
 from __future__ import annotations
@@ -14,49 +27,128 @@ from typing import Any
 from medgspo.data.chat_format import ChatFormat
 from medgspo.data.tiny_model import resolve_model_path
 from medgspo.errors import AdapterMismatchError, ModelLoadError
-from medgspo.utils.paths import looks_like_path
+from medgspo.modeling.adapters import load_adapter
+from medgspo.utils.paths import RESOURCES, looks_like_path
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "AdapterMismatchError",
+    "QWEN3_5_4B_TEXT_CONFIG",
+    "adapter_base_model",
+    "check_model_arguments",
+    "load_adapter",
+    "load_base_model",
+    "load_for_inference",
+    "load_model_config",
+]
 
-def load_adapter(model: Any, adapter: str | Path, *, is_trainable: bool = False):
-    """``PeftModel.from_pretrained`` that refuses an adapter made for another model class.
+TEXT_CLASS = "Qwen3_5ForCausalLM"
+# Qwen/Qwen3.5-4B's text config (the issue's figures + public copies, read 2026-11-29; docs/scaling.md), so `plan`
+# can build the real model on the meta device without the network.
+QWEN3_5_4B_TEXT_CONFIG = RESOURCES / "qwen3_5_4b_text_config.json"
+BUNDLED_CONFIGS = {"Qwen/Qwen3.5-4B": QWEN3_5_4B_TEXT_CONFIG}
 
-    PEFT only warns when adapter weights find no module (for example an adapter trained on Qwen3.5's
-    vision-language class, whose layers sit under ``model.language_model``, loaded into the text-only class), and
-    the adapter then silently does nothing. Here that is an error naming the adapter and a few of the keys.
-    """
-    import warnings
 
-    from peft import PeftModel
+def local_path(name_or_path: str | None) -> str:
+    """``tiny`` resolved, an existing local folder made absolute, a Hub id as is."""
+    path = resolve_model_path(name_or_path)
+    return str(Path(path).expanduser().resolve()) if Path(path).expanduser().is_dir() else path
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable)
-    for w in caught:
-        message = str(w.message)
-        if "missing adapter keys" in message:
-            raise AdapterMismatchError(
-                f"adapter {str(adapter)!r} does not fit {type(model).__name__}: its LoRA weights name modules this "
-                f"model does not have, so it would load as a no-op ({message[:300]}). Load it on the model class it "
-                "was trained on (see docs/scaling.md, Unsloth)."
-            )
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return peft_model
+
+def is_vision_language(config: Any) -> bool:
+    """Whether a config describes the vision-language checkpoint (a ``vision_config`` beside a ``text_config``)."""
+    return getattr(config, "vision_config", None) is not None
+
+
+def _dtype(dtype: Any) -> Any:
+    import torch
+
+    if isinstance(dtype, str) and dtype != "auto":
+        return getattr(torch, dtype)
+    return dtype
+
+
+def load_base_model(
+    name_or_path: str | None,
+    *,
+    dtype: Any = "auto",
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+    text_only: bool = True,
+):
+    """The base model: the text class (``text_only``, every stage) or the checkpoint's own class (export)."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = local_path(name_or_path)
+    kwargs: dict[str, Any] = {"dtype": _dtype(dtype), "revision": revision}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision)
+        own = (config.architectures or [TEXT_CLASS])[0]
+        cls = AutoModelForCausalLM if text_only else getattr(transformers, own, AutoModelForCausalLM)
+        model = cls.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        text = str(exc).strip().splitlines()
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {text[0] if text else type(exc).__name__}") from exc
+    if is_vision_language(config) and text_only:
+        logger.info(
+            "Model %s: the checkpoint is %s; loaded as %s (text only: no vision tower, no MTP weights)",
+            name_or_path,
+            own,
+            type(model).__name__,
+        )
+    return model
+
+
+def checkpoint_module_names(name_or_path: str | None) -> tuple[set[str], str]:
+    """The module names of the checkpoint's own class (built on the meta device, no weights read) and its name."""
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    config = AutoConfig.from_pretrained(local_path(name_or_path))
+    cls = getattr(transformers, (config.architectures or [TEXT_CLASS])[0], None)
+    with torch.device("meta"), no_init_weights():
+        model = cls._from_config(config) if cls is not None else AutoModelForCausalLM.from_config(config)
+    return {n for n, _ in model.named_modules()}, type(model).__name__
+
+
+def load_model_config(name_or_path: str | None) -> tuple[Any, str]:
+    """``(config, where it came from)`` without weights and without waiting on the network when it can: a local
+    folder or the Hugging Face cache first, then a config bundled with medgspo (``Qwen/Qwen3.5-4B``), then the Hub
+    unless offline. Raises ``OSError`` when none is found."""
+    from huggingface_hub import constants
+    from transformers import AutoConfig
+
+    path = local_path(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=True), "its config.json"
+    except OSError:
+        bundled = BUNDLED_CONFIGS.get(str(name_or_path))
+        if bundled is not None:
+            config = AutoConfig.for_model(**json.loads(bundled.read_text(encoding="utf-8")))
+            return config, f"the copy bundled with medgspo ({bundled.name})"
+        if constants.HF_HUB_OFFLINE or looks_like_path(path):
+            raise
+    return AutoConfig.from_pretrained(path), "its config.json (Hub)"
 
 
 def load_for_inference(model: str | None, adapter: str | Path | None = None, device: str | None = None):
     """Return ``(model, tokenizer, chat_format)`` ready for generation (eval mode, left padding)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    base = resolve_model_path(model)
+    base = local_path(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     tokenizer_src = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_src)
     tokenizer.padding_side = "left"
-    lm = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    lm = load_base_model(model, dtype=dtype)
     if adapter:
         lm = load_adapter(lm, adapter)
     fmt_dir = adapter if adapter else base

@@ -92,12 +92,17 @@ class ServeArguments:
     max_body_bytes: int = field(
         default=_SERVER.max_body_bytes, metadata={"help": "Largest request body; bigger ones get 413."}
     )
+    max_batch_size: int = field(
+        default=_SERVER.max_batch_size,
+        metadata={"help": "Requests generated together in one batch (continuous batching); 1 = one at a time."},
+    )
     max_queue: int = field(
-        default=_SERVER.max_queue, metadata={"help": "Requests that may wait for the model; more get 503."}
+        default=_SERVER.max_queue,
+        metadata={"help": "Requests that may wait while the batch is full; more get 503 with Retry-After."},
     )
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens_limit", "max_body_bytes"):
+        for name in ("max_tokens_limit", "max_body_bytes", "max_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1 (got {getattr(self, name)})")
         if self.max_queue < 0:
@@ -113,7 +118,14 @@ class ServeArguments:
             if not api_key:
                 raise ConfigError(f"--api_key_env {self.api_key_env}: that environment variable is not set or empty")
         model_id = self.served_model_name or (str(model.adapter) if model.adapter else model.model)
-        return ServerConfig(model_id, api_key, self.max_tokens_limit, self.max_body_bytes, self.max_queue)
+        return ServerConfig(
+            model_id,
+            api_key,
+            max_tokens_limit=self.max_tokens_limit,
+            max_body_bytes=self.max_body_bytes,
+            max_batch_size=self.max_batch_size,
+            max_queue=self.max_queue,
+        )
 
 
 @dataclass
@@ -130,6 +142,13 @@ class ExportArguments:
         default="auto", metadata={"help": "dtype of the saved weights (auto: the base model's).", "choices": DTYPES}
     )
     overwrite: bool = field(default=False, metadata={"help": "Write into a non-empty --output folder."})
+    merge: bool = field(
+        default=True,
+        metadata={
+            "help": "false: write the adapter (not merged) renamed for the base checkpoint's own class, as "
+            "`vllm serve BASE --enable-lora` needs it."
+        },
+    )
 
 
 # ---- running them -----------------------------------------------------------------------------------------------
@@ -171,11 +190,14 @@ def run_serve(model: ModelArguments, args: ServeArguments) -> int:
 def run_export(args: ExportArguments) -> int:
     """``medgspo export``: merge, save, and list the files written."""
     try:
-        output = merge_adapter(args.model, args.adapter, args.output, dtype=args.dtype, overwrite=args.overwrite)
+        output = merge_adapter(
+            args.model, args.adapter, args.output, dtype=args.dtype, overwrite=args.overwrite, merge=args.merge
+        )
     except OSError as exc:
         raise ConfigError(f"cannot export to {args.output}: {exc}") from None
     files = sorted(p.name for p in output.iterdir())
-    print(f"Merged model: {output}\n  files: {', '.join(files)}\n  {FORMAT_FILE} copied from {args.adapter}")
+    what = "Merged model" if args.merge else "Adapter for vllm serve --enable-lora"
+    print(f"{what}: {output}\n  files: {', '.join(files)}\n  {FORMAT_FILE} copied from {args.adapter}")
     return 0
 
 

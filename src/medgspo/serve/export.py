@@ -1,24 +1,43 @@
-"""Merge a LoRA adapter into its base model and save one standalone model folder (``medgspo export``).
+"""Merge a LoRA adapter into its base model and save one standalone model folder (``medgspo export``), or write the
+adapter in the layout ``vllm serve --enable-lora`` needs for that base (``--merge false``).
 
-    medgspo export --adapter runs/sft/adapter --output runs/merged                    # base read from the adapter
-    medgspo export --model Qwen/Qwen3.5-4B --adapter runs/gspo/adapter --output runs/merged --dtype bfloat16
+    medgspo export --adapter runs/sft --output runs/merged                  # the base is the one the adapter records
+    medgspo export --adapter runs/gspo --output runs/gspo-vllm-lora --merge false
+    medgspo export --model Qwen/Qwen3.5-4B --adapter runs/gspo --output runs/merged --dtype bfloat16
 
-The folder holds the merged weights (safetensors), ``config.json``, ``generation_config.json``, the tokenizer with
-its chat template, ``chat_format.json`` and ``medgspo_export.json`` (where it came from). It loads without PEFT
-(``AutoModelForCausalLM.from_pretrained``, ``medgspo chat --model DIR``, ``vllm serve DIR``), uploads to the Hub
-as is, and is what llama.cpp's ``convert_hf_to_gguf.py`` reads. Merging runs in float32 on the CPU, then the
-weights are cast to ``--dtype`` (default: the base model's own dtype). The flags live in :mod:`medgspo.serve.cli`.
+**Merged** (default): the base is loaded in the checkpoint's *own* class (``Qwen3_5ForConditionalGeneration`` for
+the hub checkpoint, so the vision tower is kept and the folder replaces the base anywhere: ``vllm serve DIR``,
+``AutoModelForCausalLM.from_pretrained``, ``medgspo chat --model DIR``, llama.cpp's ``convert_hf_to_gguf.py``), the
+adapter is loaded on it whatever layout it was saved in (:mod:`medgspo.modeling.adapters`), merged in float32 on
+the CPU and cast to ``--dtype`` (default: the base's dtype). The multi-token-prediction weights (``mtp.*``) of the
+hub checkpoint are not carried over (transformers does not load them). The folder holds the weights, configs, the
+tokenizer with its chat template, ``chat_format.json`` and ``medgspo_export.json`` (where it came from).
+
+**Adapter** (``--merge false``): the adapter's weights renamed for the base checkpoint's own class, e.g.
+``base_model.model.model.language_model.layers...`` for ``Qwen3_5ForConditionalGeneration``. vLLM maps exactly
+these names for that architecture; an adapter named for the text class (``model.layers...``) loads there without
+error and changes nothing (vLLM issue #49354, read 2026-11-29). Serve it with
+``vllm serve Qwen/Qwen3.5-4B --enable-lora --lora-modules med=DIR --max-lora-rank 16``.
+The flags live in :mod:`medgspo.serve.cli`.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from medgspo.data.chat_format import ChatFormat
-from medgspo.data.tiny_model import resolve_model_path
 from medgspo.errors import ConfigError, ModelLoadError
-from medgspo.modeling.loading import adapter_base_model, check_model_arguments, load_adapter
+from medgspo.modeling.adapters import convert_adapter
+from medgspo.modeling.loading import (
+    adapter_base_model,
+    check_model_arguments,
+    checkpoint_module_names,
+    load_adapter,
+    load_base_model,
+    local_path,
+)
 from medgspo.serve.engine import first_line
 from medgspo.utils.io import write_json
 
@@ -26,35 +45,62 @@ logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 INFO_FILE = "medgspo_export.json"
+PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json")
 
 
 def merge_adapter(
-    model: str | None, adapter: str | Path, output: str | Path, *, dtype: str = "auto", overwrite: bool = False
+    model: str | None,
+    adapter: str | Path,
+    output: str | Path,
+    *,
+    dtype: str = "auto",
+    overwrite: bool = False,
+    merge: bool = True,
 ) -> Path:
-    """Merge ``adapter`` into ``model`` (default: the base the adapter records) and save it all to ``output``."""
+    """Merge ``adapter`` into ``model`` (default: the base the adapter records) and save it all to ``output``; with
+    ``merge=False`` write the adapter renamed for the base checkpoint's own class instead."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     adapter, output = Path(adapter), Path(output)
     base = _check(model, adapter, output, overwrite=overwrite)
-    base_path = resolve_model_path(base)
+    base_path = local_path(base)
+    if not merge:
+        return _export_adapter(base, base_path, adapter, output)
     logger.info("Merging %s into %s", adapter, base)
     try:
-        lm = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+        lm = load_base_model(base_path, dtype=torch.float32, text_only=False)
         peft_model = load_adapter(lm, adapter)
     except (OSError, ValueError, RuntimeError) as exc:  # missing files, or an adapter made for another model
         raise ModelLoadError(f"cannot load {base!r} + adapter {str(adapter)!r}: {first_line(exc)}") from exc
-    target_dtype = _target_dtype(dtype, lm.config)
+    target_dtype = _target_dtype(dtype, AutoConfig.from_pretrained(base_path))  # the checkpoint's, not float32
     merged = peft_model.merge_and_unload().to(target_dtype)
     merged.config.dtype = target_dtype
     output.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(output)
     tokenizer_src = adapter if (adapter / "tokenizer_config.json").is_file() else base_path
     AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(output)
+    for name in PROCESSOR_FILES:  # image input keeps working with a local vision-language base
+        if (Path(base_path) / name).is_file():
+            shutil.copy2(Path(base_path) / name, output / name)
     ChatFormat.load(adapter).save(output)
     info = {"base_model": base, "adapter": str(adapter), "dtype": str(target_dtype).removeprefix("torch.")}
     write_json(output / INFO_FILE, info)
-    logger.info("Merged model saved to %s", output)
+    logger.info("Merged model (%s) saved to %s", type(merged).__name__, output)
+    return output
+
+
+def _export_adapter(base: str, base_path: str, adapter: Path, output: Path) -> Path:
+    """The adapter, renamed for the base checkpoint's own class (what ``vllm serve --enable-lora`` binds)."""
+    try:
+        names, architecture = checkpoint_module_names(base_path)
+        convert_adapter(adapter, output, names)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot export adapter {str(adapter)!r} for {base!r}: {first_line(exc)}") from exc
+    if not (output / "chat_format.json").is_file():
+        ChatFormat.load(adapter).save(output)
+    write_json(output / INFO_FILE, {"base_model": base, "adapter": str(adapter), "layout": architecture})
+    logger.info("Adapter for %s (%s layout) saved to %s", base, architecture, output)
     return output
 
 
@@ -85,7 +131,7 @@ def _target_dtype(dtype: str, config) -> object:
 
     if dtype != "auto":
         return getattr(torch, dtype)
-    stored = getattr(config, "dtype", None)
+    stored = getattr(config, "dtype", None) or getattr(config.get_text_config(), "dtype", None)
     if isinstance(stored, str):
         stored = getattr(torch, stored, None)
     return stored if isinstance(stored, torch.dtype) else torch.float32

