@@ -1,4 +1,4 @@
-"""The main job end to end on the tiny model, shortened: SFT -> GSPO -> evaluation -> report."""
+"""The main job end to end on the tiny model, shortened: SFT -> GSPO -> evaluation -> report and summary.json."""
 
 import json
 
@@ -6,6 +6,8 @@ import pytest
 
 from medgspo.cli import main
 from medgspo.pipeline import route_arguments
+from medgspo.pipeline.job import even_sample
+from medgspo.pipeline.report import findings, pick_samples, readable, summary_document
 
 SHORT = [
     "--sft.max_steps",
@@ -22,6 +24,8 @@ SHORT = [
     "12",
     "--eval_limit",
     "3",
+    "--eval_seen",
+    "2",
     "--eval_max_new_tokens",
     "12",
 ]
@@ -65,10 +69,132 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path, capsys):
     argv = ["pipeline", "--model_name_or_path", str(tiny_model_dir), "--run_dir", str(run_dir), *SHORT]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "before SFT" in out and "after GSPO" in out and str(run_dir / "report.md") in out
+    assert "after SFT" in out and "after GSPO" in out and str(run_dir / "report.md") in out
+    assert "A heldout question" in out and "A seen question" in out and "\ufffd" not in out
     report = (run_dir / "report.md").read_text(encoding="utf-8")
-    for section in ("## SFT", "## GSPO", "## Evaluation on the held-out split", "95%", "![reward]"):
+    for section in (
+        "## SFT",
+        "## GSPO",
+        "## Evaluation on held-out questions",
+        "## Evaluation on seen questions",
+        "95%",
+        "![reward]",
+        "CPU cores, torch",
+        "threads",
+        "Seeds: split 42, sft 42, gspo 42, eval 0",
+        "Picked as",
+    ):
         assert section in report, section
-    summaries = json.loads((run_dir / "eval" / "eval.json").read_text())
-    assert set(summaries) == {"base", "sft", "gspo"} and all(s["n"] == 3 for s in summaries.values())
+    assert "\ufffd" not in report
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert set(summary) == {"wall_s", "models"} and summary["wall_s"] > 0
+    assert set(summary["models"]) == {"base", "sft", "gspo"}
+    for model in summary["models"].values():
+        assert model["heldout"]["n"] == 3 and model["seen"]["n"] == 2
+        for split in model.values():
+            assert set(split) == {"n", "format_compliance", "mean_score", "ci", "distinct_answers"}
+            assert len(split["ci"]) == 2
+    heldout = json.loads((run_dir / "eval" / "heldout" / "eval.json").read_text())
+    assert summary["models"]["sft"]["heldout"]["mean_score"] == heldout["sft"]["mean_score"]  # the report's numbers
     assert (run_dir / "gspo" / "plots" / "tier_mix.png").is_file()
+
+
+# ---- the report's pure parts ------------------------------------------------------------------------------------
+def test_seen_questions_are_a_fixed_even_sample():
+    assert even_sample(list(range(32)), 8) == [0, 4, 8, 12, 16, 20, 24, 28]
+    assert even_sample(list(range(5)), 8) == [0, 1, 2, 3, 4]
+
+
+def test_readable_drops_undecodable_bytes_and_says_so():
+    assert readable("首选\ufffd利尿剂\ufffd") == "首选利尿剂 [2 undecodable bytes dropped]"
+    assert readable("首选利尿剂。") == "首选利尿剂。"
+
+
+def row(model, question, label, score, answer="答"):
+    error = "undecided: no evidence" if label is None else None
+    return {
+        "model": model,
+        "question": question,
+        "reference": "参考",
+        "label": label,
+        "score": score,
+        "error": error,
+        "answer": answer,
+        "thinking": "想\ufffd",
+        "well_formed": True,
+        "key_terms": ["参"],
+    }
+
+
+def test_the_sample_is_the_most_typical_question_not_the_best():
+    rows = [
+        row("sft", "q1", "A", 2.0),
+        row("gspo", "q1", "A", 2.0),  # the best question: both right
+        row("sft", "q2", "E", -1.0),
+        row("gspo", "q2", "A", 2.0),  # typical: sft E, gspo A
+        row("sft", "q3", "E", -1.0),
+        row("gspo", "q3", "A", 2.0),
+        row("sft", "q4", "E", -1.0),
+        row("gspo", "q4", None, None),
+    ]
+    sample = pick_samples(rows)
+    assert sample["question"] == "q2" and sample["key_terms"] == ["参"]
+    assert sample["models"]["gspo"]["verdict"] == "A" and sample["models"]["sft"]["score"] == -1.0
+    assert sample["models"]["sft"]["thinking"] == "想 [1 undecodable byte dropped]"
+    assert pick_samples([]) is None
+
+
+def summary(mean, low, high, distinct=1.0, fmt=1.0):
+    return {
+        "n": 32,
+        "format_compliance": fmt,
+        "mean_score": mean,
+        "score_ci_low": low,
+        "score_ci_high": high,
+        "distinct_answers": distinct,
+    }
+
+
+def test_summary_json_has_the_issue_shape():
+    doc = summary_document(
+        123.456, {"heldout": {"sft": summary(-1.0, -1.0, -1.0)}, "seen": {"sft": summary(0.5, 0.1, 0.9)}}
+    )
+    assert doc == {
+        "wall_s": 123.5,
+        "models": {
+            "sft": {
+                "heldout": {
+                    "n": 32,
+                    "format_compliance": 1.0,
+                    "mean_score": -1.0,
+                    "ci": [-1.0, -1.0],
+                    "distinct_answers": 1.0,
+                },
+                "seen": {
+                    "n": 32,
+                    "format_compliance": 1.0,
+                    "mean_score": 0.5,
+                    "ci": [0.1, 0.9],
+                    "distinct_answers": 1.0,
+                },
+            }
+        },
+    }
+
+
+def test_findings_say_whether_gspo_beat_sft_and_kept_its_variety():
+    summaries = {
+        "heldout": {"sft": summary(-1.0, -1.0, -1.0, 0.9), "gspo": summary(-1.0, -1.0, -1.0, 0.2)},
+        "seen": {"sft": summary(0.2, -0.2, 0.6), "gspo": summary(1.5, 1.1, 1.9)},
+    }
+    notes = " ".join(findings(summaries, []))
+    assert (
+        "on seen questions: GSPO +1.50 [+1.10, +1.90] vs SFT +0.20 [-0.20, +0.60]: GSPO higher, intervals do not overlap"
+        in notes
+    )
+    assert (
+        "on heldout questions: GSPO -1.00 [-1.00, -1.00] vs SFT -1.00 [-1.00, -1.00]: the intervals overlap" in notes
+    )
+    assert "GSPO answers collapsed: 20% distinct vs 90%" in notes
+    summaries["heldout"]["gspo"]["distinct_answers"] = 0.5
+    assert "GSPO kept its variety: 50% distinct answers" in " ".join(findings(summaries, []))

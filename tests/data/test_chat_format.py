@@ -46,7 +46,18 @@ def test_system_prompt_comes_first():
 
 def test_rl_example_keeps_reference_column():
     ex = ChatFormat().rl_example(REC)
-    assert ex == {"prompt": [{"role": "user", "content": "问题？"}], "question": "问题？", "reference": "结论。"}
+    assert ex == {
+        "prompt": [{"role": "user", "content": "问题？"}],
+        "question": "问题？",
+        "reference": "结论。",
+        "key_terms": [],  # the optional columns are always there, so every row of a dataset has the same columns
+        "ruled_out": [],
+    }
+
+
+def test_rl_example_carries_key_terms_and_ruled_out():
+    ex = ChatFormat().rl_example({**REC, "key_terms": ["结论"], "ruled_out": ["别的"]})
+    assert ex["key_terms"] == ["结论"] and ex["ruled_out"] == ["别的"]
 
 
 def test_completion_text_accepts_trl_shapes():

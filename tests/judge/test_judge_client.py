@@ -264,7 +264,7 @@ def test_fatal_error_cancels_the_rest_of_the_batch(server: FakeOpenAIServer) -> 
     judge = make(server, concurrency=8, deadline_s=10.0)
     with pytest.raises(JudgeFatalError, match="out of balance"):
         run(judge, [item(a) for a in slow] + [item("急性胆囊炎")])
-    assert wait_until(lambda: server.abandoned == 3)  # the in-flight calls were cancelled, not awaited
+    assert wait_until(lambda: server.abandoned == 3, timeout=10.0)  # in-flight calls cancelled, not awaited
 
 
 def test_fatal_error_stops_launching_new_calls(server: FakeOpenAIServer) -> None:

@@ -136,7 +136,7 @@ def test_every_stage_loads_the_text_class(hub_model_dir, caplog):
 def test_sft_then_gspo_chain_on_the_hub_layout(runs, hub_model_dir):
     sft_config = json.loads((runs / "sft" / "adapter_config.json").read_text())
     assert sft_config["base_model_name_or_path"] == str(hub_model_dir.resolve())
-    assert all(".model.layers." in k for k in keys(runs / "sft"))  # saved in the text layout medgspo trains
+    assert all(".model.layers." in k for k in keys(runs / "sft") if "lora_" in k)  # the text layout medgspo trains
     summary = json.loads((runs / "gspo" / "gspo_summary.json").read_text())
     assert summary["global_step"] == 1 and summary["sft_adapter"] == str(runs / "sft")
     assert keys(runs / "gspo") == keys(runs / "sft")  # GSPO continued the SFT adapter
@@ -202,7 +202,7 @@ def test_export_for_vllm_writes_the_vision_language_names(runs, hub_model_dir, t
 
     out = tmp_path / "vllm-lora"
     assert main(["export", "--adapter", str(runs / "gspo"), "--output", str(out), "--merge", "false"]) == 0
-    assert all(".model.language_model.layers." in k for k in keys(out))
+    assert all(".model.language_model.layers." in k for k in keys(out) if "lora_" in k)
     config = json.loads((out / "adapter_config.json").read_text())
     assert isinstance(config["target_modules"], list) and "q_proj" in config["target_modules"]
     assert {p.name for p in out.iterdir()} >= {"adapter_config.json", "chat_format.json", "tokenizer.json"}
@@ -220,7 +220,7 @@ def test_gspo_continues_an_unsloth_adapter(hub_model_dir, unsloth_adapter, tmp_p
     assert "LoRA on full-attention         4/4 linear layers in 1 layers" in caplog.text  # start-up coverage
     assert "adapt none of the 3 linear-attention layers" in caplog.text  # the card's targets miss DeltaNet
     saved = keys(out)
-    assert saved and all(".model.layers." in k for k in saved)  # continued, saved in the text layout
+    assert saved and all(".model.layers." in k for k in saved if "lora_" in k)  # continued, text layout
     assert json.loads((out / "adapter_config.json").read_text())["target_modules"]
 
 

@@ -128,3 +128,42 @@ def test_missing_columns_are_named() -> None:
     reward = judge_reward(JudgeConfig(backend="reference"))
     with pytest.raises(ValueError, match="'question' and 'reference'"):
         trl_call(reward, ["x</think>y"], question=None)
+
+
+# ---- key terms and abstentions --------------------------------------------------------------------------------------
+KEY_COLUMNS = {"key_terms": [["阑尾炎"]] * 3, "ruled_out": [["胆囊炎"]] * 3}
+KEY_COMPLETIONS = [
+    assistant("想想\n</think>\n\n考虑阑尾炎，建议手术。"),  # the key term, reworded: +2.0
+    assistant("想想\n</think>\n\n考虑急性胆囊炎。"),  # a ruled-out alternative as the conclusion: -0.5
+    assistant("想想\n</think>\n\n建议完善腹部检查后再决定。"),  # neither: the judge abstains
+]
+
+
+def test_judge_reward_reads_the_key_term_columns() -> None:
+    scores, metrics, extra = trl_call(judge_reward(JudgeConfig(backend="reference")), KEY_COMPLETIONS, **KEY_COLUMNS)
+    assert scores == [2.0, -0.5, None]  # a plain judge reward reports the abstention as it is
+    assert extra["judge_label"] == ["A", "D", None] and metrics["judge/abstained"] == [1.0]
+    # without the columns (a Hub dataset) the same answers are judged as before: no lexical evidence, abstain
+    assert trl_call(judge_reward(JudgeConfig(backend="reference")), KEY_COMPLETIONS)[0] == [None, None, None]
+
+
+def test_in_training_an_abstention_scores_the_judge_floor_not_the_group_mean() -> None:
+    """GSPO's reward from the registry: an abstention earns -1.0 from the judge (only format and guards lift it),
+    so it is no hiding place; with `abstain_score: null` it stays None (TRL: the group's mean)."""
+    from medgspo.rewards import ABSTAIN_SCORE, RewardArguments, RewardContext, get_reward_funcs
+
+    assert RewardArguments().abstain_score == ABSTAIN_SCORE == -1.0
+    (judge,) = get_reward_funcs(["judge"], RewardContext(JudgeConfig(backend="reference")))
+    scores, metrics, _ = trl_call(judge, KEY_COMPLETIONS, **KEY_COLUMNS)
+    assert scores == [2.0, -0.5, -1.0]
+    assert metrics["judge/abstained"] == [1.0]  # still counted as an abstention, not as an E verdict
+    (kept,) = get_reward_funcs(["judge"], RewardContext(JudgeConfig(backend="reference"), abstain_score=None))
+    assert trl_call(kept, KEY_COMPLETIONS, **KEY_COLUMNS)[0] == [2.0, -0.5, None]
+
+
+def test_a_failed_judgment_is_not_an_abstention() -> None:
+    with FakeOpenAIServer() as server:
+        server.inject(Fault.http(500), answer="回答1")
+        judge = OpenAIJudge(JudgeConfig(base_url=server.base_url, max_retries=0, max_reasks=0), api_key="k")
+        scores, _, _ = trl_call(JudgeReward(judge, abstain_score=-1.0), ["想\n</think>\n回答0", "想\n</think>\n回答1"])
+    assert scores == [0.5, None]  # a failure stays None whatever the abstention score

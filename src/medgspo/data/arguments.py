@@ -42,6 +42,13 @@ class FormatArguments:
 
     system_prompt: str | None = field(default=None, metadata={"help": "Optional system turn before each question."})
     enable_thinking: bool = field(default=True, metadata={"help": "Pass enable_thinking to the chat template."})
+    max_think_chars: int | None = field(
+        default=None,
+        metadata={
+            "help": "SFT only: keep the first N characters of each record's reasoning (cut back to a clause end). "
+            "The tiny CPU recipe uses it so a few-minute SFT learns question -> answer, not long reasoning."
+        },
+    )
 
 
 def load_split(data_args: DataArguments) -> tuple[LoadReport, list[dict], list[dict]]:

@@ -5,7 +5,8 @@ A record of the medical-o1 schema (``Question``, ``Complex_CoT``, ``Response``) 
 * an SFT example: ``prompt`` = the user turn, ``completion`` = one assistant turn whose content is
   ``<think>\\n{Complex_CoT}\\n</think>\\n\\n{Response}`` (TRL's conversational prompt-completion format, so the loss
   falls on the assistant turn only);
-* an RL example: ``prompt`` = the user turn, plus ``question`` and ``reference`` columns that the judge reads.
+* an RL example: ``prompt`` = the user turn, plus ``question`` and ``reference`` columns that the judge reads
+  (and the record's optional ``key_terms``/``ruled_out``, see :mod:`medgspo.data.records`).
 
 A generated completion is split back into ``(thinking, answer, well_formed)`` by :func:`split_completion`. Qwen3.5
 chat templates end the generation prompt with ``<think>\\n``, so completions usually start *inside* the thinking
@@ -22,6 +23,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from medgspo.data.records import TERM_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,22 @@ def split_completion(text: str) -> Split:
     return Split(_strip_tags(head), answer, well_formed)
 
 
+def shorten(text: str, max_chars: int | None) -> str:
+    """The first ``max_chars`` characters of ``text``, cut back to the last clause end when one lies in the second
+    half (``None``: all of it).
+
+    >>> shorten("我先梳理关键发现：老年男性，典型缺血性胸痛3小时", 16)
+    '我先梳理关键发现：老年男性，'
+    >>> shorten("短", 16), shorten("长文本", None)
+    ('短', '长文本')
+    """
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    end = max(head.rfind(p) for p in "，。；：,;:")
+    return head[: end + 1] if end >= max_chars // 2 else head
+
+
 def _strip_tags(text: str) -> str:
     return text.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
 
@@ -85,11 +104,16 @@ class ChatFormat:
     system_prompt: str | None = None
     enable_thinking: bool = True
     template_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_think_chars: int | None = None  # SFT examples keep at most this much reasoning (None: all of it)
 
     @classmethod
     def from_arguments(cls, format_args: Any) -> ChatFormat:
         """The format ``--system_prompt`` and ``--enable_thinking`` describe (:class:`~medgspo.data.arguments.FormatArguments`)."""
-        return cls(system_prompt=format_args.system_prompt, enable_thinking=format_args.enable_thinking)
+        return cls(
+            system_prompt=format_args.system_prompt,
+            enable_thinking=format_args.enable_thinking,
+            max_think_chars=getattr(format_args, "max_think_chars", None),
+        )
 
     # ---- building examples -------------------------------------------------------------------------------------
     def messages(self, question: str) -> list[dict[str, str]]:
@@ -104,15 +128,22 @@ class ChatFormat:
 
     def sft_example(self, record: dict[str, str]) -> dict[str, Any]:
         """A conversational prompt-completion example for TRL's ``SFTTrainer``."""
-        content = self.assistant_content(record["Complex_CoT"], record["Response"])
+        content = self.assistant_content(shorten(record["Complex_CoT"], self.max_think_chars), record["Response"])
         return {"prompt": self.messages(record["Question"]), "completion": [{"role": "assistant", "content": content}]}
 
-    def rl_example(self, record: dict[str, str]) -> dict[str, Any]:
-        """A prompt for TRL's ``GRPOTrainer`` with the judge's ``question`` and ``reference`` columns."""
+    def rl_example(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A prompt for TRL's ``GRPOTrainer`` with the judge's ``question`` and ``reference`` columns, and the
+        record's optional ``key_terms`` and ``ruled_out`` (an empty list when it has none, so every row of a
+        dataset has the same columns).
+
+        >>> ChatFormat().rl_example({"Question": "问？", "Complex_CoT": "想", "Response": "答。"})["key_terms"]
+        []
+        """
         return {
             "prompt": self.messages(record["Question"]),
             "question": record["Question"].strip(),
             "reference": record["Response"].strip(),
+            **{name: list(record.get(name) or []) for name in TERM_FIELDS},
         }
 
     def chat_template_kwargs(self) -> dict[str, Any]:

@@ -6,6 +6,15 @@ such as ``FreedomIntelligence/medical-o1-reasoning-SFT`` (config ``zh``) when on
 Every problem is reported as ``file:line: field: what is wrong``. By default any problem stops the run with a
 :class:`DataError` listing all of them; with ``skip_invalid=True`` bad records are skipped and counted instead.
 A UTF-8 BOM, CRLF line endings and extra keys are accepted. Run ``medgspo data check PATH`` to validate a file.
+
+Length: a required field longer than :data:`MAX_FIELD_CHARS` characters (50,000) is a problem, found without a
+tokenizer: no record the card's 2,048-token limit (or a 32k-token context) can hold is anywhere near it, so such a
+field is a broken export (a 3 MiB question), not data. Token limits are checked later, with the model's tokenizer.
+
+Optional fields, written for the bundled data and read by the offline reference judge: ``key_terms`` (the
+decisive terms of the answer: diagnosis, drug, procedure) and ``ruled_out`` (the alternatives the reasoning
+rejects), each a list of non-empty strings. For the bundled data every key term occurs in ``Response`` and every
+ruled-out alternative in ``Complex_CoT`` and not in ``Response`` (:func:`term_problems`, checked by a test).
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ from medgspo.utils.paths import DATA_DIR
 logger = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("Question", "Complex_CoT", "Response")
+TERM_FIELDS = ("key_terms", "ruled_out")  # optional lists of strings (see the module doc)
+MAX_FIELD_CHARS = 50_000  # a required field longer than this is reported as over-length, no tokenizer needed
 HUB_DATASET = "FreedomIntelligence/medical-o1-reasoning-SFT"
 HUB_CONFIG = "zh"
 SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -93,6 +104,35 @@ def validate_record(obj: Any, path: str, line: int | None) -> list[Problem]:
             problems.append(Problem(path, line, name, f"expected a string, got {_json_type(obj[name])}"))
         elif not obj[name].strip():
             problems.append(Problem(path, line, name, "empty"))
+        elif len(obj[name]) > MAX_FIELD_CHARS:
+            message = f"over-length: {len(obj[name]):,} characters, over the cap of {MAX_FIELD_CHARS:,}"
+            problems.append(Problem(path, line, name, message))
+    for name in TERM_FIELDS:
+        value = obj.get(name)
+        if value is not None and not (
+            isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value)
+        ):
+            problems.append(Problem(path, line, name, "expected a list of non-empty strings"))
+    return problems
+
+
+def term_problems(record: dict[str, Any], path: str = "<record>", line: int | None = None) -> list[Problem]:
+    """Where a record's ``key_terms``/``ruled_out`` break the bundled data's rules (pure): a key term absent from
+    ``Response``, a ruled-out alternative absent from ``Complex_CoT`` or present in ``Response``.
+
+    >>> rec = {"Complex_CoT": "不像肺结核。", "Response": "肺炎。", "key_terms": ["肺炎"], "ruled_out": ["肺结核", "哮喘"]}
+    >>> [str(p) for p in term_problems(rec)]
+    ["<record>: ruled_out: '哮喘' does not occur in Complex_CoT"]
+    """
+    problems = []
+    for term in record.get("key_terms") or []:
+        if term not in record["Response"]:
+            problems.append(Problem(path, line, "key_terms", f"{term!r} does not occur in Response"))
+    for term in record.get("ruled_out") or []:
+        if term not in record["Complex_CoT"]:
+            problems.append(Problem(path, line, "ruled_out", f"{term!r} does not occur in Complex_CoT"))
+        if term in record["Response"]:
+            problems.append(Problem(path, line, "ruled_out", f"{term!r} occurs in Response (the answer)"))
     return problems
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from medgspo.data.records import DataError, Problem
+from medgspo.data.records import TERM_FIELDS, DataError, Problem
 from medgspo.eval.metrics import markdown_table, summarize_open
 from medgspo.eval.plots import plot_summaries
 from medgspo.eval.runner import GenerationSettings, ModelSpec, Summaries, Task, completion_fields, evaluate
@@ -70,7 +70,11 @@ async def judge_rows(
     pending = [row for row in rows if row["well_formed"]]
     if not pending:
         return
-    items = [{"question": r["question"], "reference": r["reference"], "completion": r["completion"]} for r in pending]
+    items = [
+        {"question": r["question"], "reference": r["reference"], "completion": r["completion"]}
+        | {name: r[name] for name in TERM_FIELDS if r.get(name)}  # optional key terms (the reference judge reads them)
+        for r in pending
+    ]
     judgments = await judge.judge_batch(items, stats=stats, progress=progress)
     for row, verdict in zip(pending, judgments, strict=True):
         row.update(
@@ -93,6 +97,7 @@ class OpenTask(Task):
 
     def __init__(self, records: list[Mapping[str, Any]], judge_config: JudgeConfig | None = None) -> None:
         self.pairs = [question_and_reference(r, i) for i, r in enumerate(records)]
+        self.terms = [{name: list(r[name]) for name in TERM_FIELDS if r.get(name)} for r in records]
         super().__init__([question for question, _ in self.pairs])
         self.config = judge_config or JudgeConfig(backend="reference")
         self._judge: Any = None
@@ -116,8 +121,8 @@ class OpenTask(Task):
         if self._loop is None:
             raise RuntimeError("OpenTask.score before start()")
         rows = [
-            {"question": q, "reference": r, **completion_fields(g)}
-            for (q, r), g in zip(self.pairs, generations, strict=True)
+            {"question": q, "reference": r, **terms, **completion_fields(g)}
+            for (q, r), terms, g in zip(self.pairs, self.terms, generations, strict=True)
         ]
         stats = JudgeStats()
         judged = sum(row["well_formed"] for row in rows)

@@ -15,7 +15,7 @@ from medgspo.errors import ConfigError
 from medgspo.judge import JudgeConfig
 from medgspo.rewards.format import format_reward
 from medgspo.rewards.guards import language_guard, length_guard, repetition_guard
-from medgspo.rewards.judge import JudgeReward, judge_reward
+from medgspo.rewards.judge import ABSTAIN_SCORE, JudgeReward, judge_reward
 
 
 @dataclass
@@ -29,6 +29,14 @@ class RewardArguments:
         },
     )
     max_answer_chars: int = field(default=300, metadata={"help": "Answer length where the length guard starts."})
+    abstain_score: float | None = field(
+        default=ABSTAIN_SCORE,
+        metadata={
+            "help": "Judge reward of an answer the offline reference judge abstains on (default -1.0, its floor: "
+            "only the format and guard rewards can lift it). null keeps None, which sits at its group's mean: a "
+            "hiding place a weak policy learns to aim for. Evaluation never uses it."
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -37,11 +45,12 @@ class RewardContext:
 
     judge_config: JudgeConfig
     max_answer_chars: int = 300
+    abstain_score: float | None = ABSTAIN_SCORE
 
 
 # name -> builder of a TRL reward function
 REWARDS: dict[str, Callable[[RewardContext], Callable[..., Any]]] = {
-    "judge": lambda ctx: judge_reward(ctx.judge_config),
+    "judge": lambda ctx: judge_reward(ctx.judge_config, abstain_score=ctx.abstain_score),
     "format": lambda ctx: format_reward,
     "repetition": lambda ctx: repetition_guard,
     "length": lambda ctx: length_guard(ctx.max_answer_chars),
@@ -80,4 +89,12 @@ def find_judge(funcs: list[Any]) -> JudgeReward | None:
     return next((f for f in funcs if isinstance(f, JudgeReward)), None)
 
 
-__all__ = ["REWARDS", "RewardArguments", "RewardContext", "check_rewards", "find_judge", "get_reward_funcs"]
+__all__ = [
+    "ABSTAIN_SCORE",
+    "REWARDS",
+    "RewardArguments",
+    "RewardContext",
+    "check_rewards",
+    "find_judge",
+    "get_reward_funcs",
+]

@@ -1,14 +1,23 @@
 """The judge reward for TRL's ``GRPOTrainer`` (GSPO): the 5-tier LLM judge over the text after ``</think>``.
 
 It follows TRL's reward signature ``f(prompts, completions, completion_ids, **columns) -> list[float | None]``;
-the RL dataset's ``question`` and ``reference`` columns arrive as keyword lists, one entry per completion.
+the RL dataset's ``question`` and ``reference`` columns arrive as keyword lists, one entry per completion, and so
+do the optional ``key_terms`` and ``ruled_out`` columns (lists of strings; empty for records without them), which
+the offline reference judge scores against (:mod:`medgspo.judge.key_terms`).
 
     judge = judge_reward(JudgeConfig(cache_path="runs/judge_cache.sqlite"))
     trainer = GRPOTrainer(..., reward_funcs=[judge, format_reward], args=GRPOConfig(reward_weights=[1.0, 0.2]))
 
 :func:`judge_reward` returns an ``async`` callable: TRL awaits it on its own event loop, and the whole batch is
 judged concurrently inside that one call. A failed judgment is ``None`` (TRL turns it into NaN and leaves it out
-of this reward), never 0.0. Per batch it logs, through TRL's ``log_metric``, the per-tier counts
+of this reward), never 0.0.
+
+Abstentions are not a hiding place. With ``multi_objective_aggregation="normalize_then_sum"`` a ``None`` sits at its
+group's mean, so a policy that cannot earn a good verdict learns to write answers the reference judge abstains on
+(an earlier tiny run collapsed onto one such answer). ``abstain_score`` (training default
+:data:`ABSTAIN_SCORE` = -1.0, the judge's floor, via :class:`~medgspo.rewards.RewardArguments`) replaces the
+``None`` of an abstention: it then earns nothing from the judge, only what the format and guard rewards give.
+A failed judgment (network, unparseable reply) stays ``None``. Per batch it logs, through TRL's ``log_metric``, the per-tier counts
 (``judge/tier_A`` ... ``judge/tier_E``), ``judge/failure_rate``, cache-hit rate, calls, retries, tokens, latency
 and cost; through ``log_extra`` it adds ``judge_label``/``judge_error`` columns to the completions table. The
 run-level totals stay in ``reward.stats``.
@@ -26,11 +35,22 @@ from medgspo.judge import Judge, JudgeConfig, JudgeItem, JudgeStats, make_judge
 logger = logging.getLogger(__name__)
 
 
-class JudgeReward:
-    """An async TRL reward function backed by a judge; ``stats`` holds the run's totals."""
+ABSTAIN_SCORE = -1.0  # what an abstention of the judge scores in training (RewardArguments.abstain_score)
 
-    def __init__(self, judge: Judge, name: str = "judge_reward"):
+
+def is_abstention(judgment: Any) -> bool:
+    """The offline reference judge declined to decide (not a failure), as :class:`~medgspo.judge.JudgeStats`
+    counts it."""
+    return judgment.score is None and judgment.error is not None and judgment.source == "reference"
+
+
+class JudgeReward:
+    """An async TRL reward function backed by a judge; ``stats`` holds the run's totals. ``abstain_score`` (when
+    not ``None``) is the reward of an answer the judge abstains on."""
+
+    def __init__(self, judge: Judge, name: str = "judge_reward", abstain_score: float | None = None):
         self.judge = judge
+        self.abstain_score = abstain_score
         self.__name__ = name
 
     @property
@@ -46,6 +66,8 @@ class JudgeReward:
         *,
         question: list[str] | None = None,
         reference: list[str] | None = None,
+        key_terms: list[list[str] | None] | None = None,
+        ruled_out: list[list[str] | None] | None = None,
         log_metric: Callable[[str, float], None] | None = None,
         log_extra: Callable[[str, list], None] | None = None,
         **kwargs: Any,
@@ -54,14 +76,19 @@ class JudgeReward:
             raise ValueError(
                 "judge_reward needs the dataset columns 'question' and 'reference' (see ChatFormat.rl_example)"
             )
+        none = [None] * len(completions)
         items = [
-            JudgeItem(question=q, reference=r, completion=completion_text(c))
-            for q, r, c in zip(question, reference, completions, strict=True)
+            JudgeItem(q, r, completion=completion_text(c), key_terms=tuple(k or ()), ruled_out=tuple(o or ()))
+            for q, r, c, k, o in zip(
+                question, reference, completions, key_terms or none, ruled_out or none, strict=True
+            )
         ]
         batch = JudgeStats()
         judgments = await self.judge.judge_batch(items, stats=batch)
         self._log(batch, judgments, log_metric, log_extra)
-        return [j.score for j in judgments]
+        if self.abstain_score is None:
+            return [j.score for j in judgments]
+        return [self.abstain_score if is_abstention(j) else j.score for j in judgments]
 
     def _log(self, batch: JudgeStats, judgments: list[Any], log_metric: Any, log_extra: Any) -> None:
         metrics = batch.metrics(self.judge.config.prices)
@@ -82,8 +109,12 @@ class JudgeReward:
 
 
 def judge_reward(
-    config: JudgeConfig | None = None, *, judge: Judge | None = None, name: str = "judge_reward"
+    config: JudgeConfig | None = None,
+    *,
+    judge: Judge | None = None,
+    name: str = "judge_reward",
+    abstain_score: float | None = None,
 ) -> JudgeReward:
     """The judge reward for ``GRPOTrainer``: built from ``config`` (default: DeepSeek, key from
-    ``DEEPSEEK_API_KEY``), or wrapping an existing ``judge``."""
-    return JudgeReward(judge if judge is not None else make_judge(config), name=name)
+    ``DEEPSEEK_API_KEY``), or wrapping an existing ``judge``; ``abstain_score`` as in :class:`JudgeReward`."""
+    return JudgeReward(judge if judge is not None else make_judge(config), name=name, abstain_score=abstain_score)

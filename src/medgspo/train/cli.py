@@ -30,8 +30,20 @@ def _main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def release_process_group() -> None:
+    """Tear down torch.distributed once a stage is done (torchrun/accelerate launches): a gloo or NCCL group left
+    alive at interpreter exit can abort a finished process ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_sft(*args) -> int:
-    result = sft_stage(*args)
+    try:
+        result = sft_stage(*args)
+    finally:
+        release_process_group()
     if _main_process():
         print(f"\nSFT adapter: {result.output_dir}")
         print(f"Summary:     {result.output_dir / 'sft_summary.json'}")
@@ -39,7 +51,10 @@ def run_sft(*args) -> int:
 
 
 def run_gspo(*args) -> int:
-    result = gspo_stage(*args)
+    try:
+        result = gspo_stage(*args)
+    finally:
+        release_process_group()
     if _main_process():
         print(f"\nGSPO adapter: {result.output_dir}")
         print(f"Metrics:      {result.output_dir / 'metrics.jsonl'}")

@@ -24,6 +24,7 @@ from medgspo.data.arguments import DataArguments, FormatArguments, load_split
 from medgspo.data.chat_format import ChatFormat
 from medgspo.data.tiny_model import TINY_MODEL
 from medgspo.judge.arguments import JudgeArguments
+from medgspo.judge.preflight import preflight
 from medgspo.rewards import RewardArguments, RewardContext, check_rewards, find_judge, get_reward_funcs
 from medgspo.train.batching import clipping_diagnosis, judge_concurrency_per_process
 from medgspo.train.callbacks import make_format_callback, make_metrics_callback, save_chat_files
@@ -39,10 +40,8 @@ SUMMARY_FILE = "gspo_summary.json"
 def load_policy(model_args: MedModelConfig, sft_adapter: str | None, dtype: Any, training_args: MedGSPOConfig):
     """The base model with the SFT adapter made trainable (GSPO continues it), or the bare base model (TRL then adds
     a fresh LoRA). With ``--backend unsloth`` the model card's Unsloth loader does both."""
-    from transformers import AutoModelForCausalLM
-
     from medgspo.data.tiny_model import resolve_model_path
-    from medgspo.modeling.loading import load_adapter
+    from medgspo.modeling.loading import load_adapter, load_base_model
 
     base_path = resolve_model_path(model_args.model_name_or_path)
     if model_args.backend == "unsloth":
@@ -53,7 +52,7 @@ def load_policy(model_args: MedModelConfig, sft_adapter: str | None, dtype: Any,
             model_args, adapter=sft_adapter, gradient_checkpointing=checkpointing, seed=training_args.seed
         )
         return model, base_path
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, revision=model_args.model_revision)
+    model = load_base_model(base_path, dtype=dtype, revision=model_args.model_revision)
     if sft_adapter:
         model = load_adapter(model, sft_adapter, is_trainable=True)
     return model, base_path
@@ -80,7 +79,7 @@ def run_gspo(
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from medgspo.train.backends import check_backend, check_rollout_engine
+    from medgspo.train.backends import check_backend, check_rollout_engine, log_model_notes
     from medgspo.train.plots import plot_training
 
     validate_common(data_args, model_args, None)
@@ -88,6 +87,8 @@ def run_gspo(
     check_rollout_engine(training_args, model_args.backend)
     training_args.reward_weights = check_rewards(reward_args.reward_funcs, training_args.reward_weights)
     judge_config = judge_args.to_config(Path(training_args.output_dir) / "judge_cache.sqlite")
+    if "judge" in reward_args.reward_funcs:  # a bad key, model name or balance stops here, before any model loads
+        preflight(judge_args)
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     clipping_notes = clipping_diagnosis(
@@ -125,7 +126,8 @@ def run_gspo(
     # ---- rewards ------------------------------------------------------------------------------------------------
     judge_config = share_judge_cap(judge_config, training_args)
     reward_funcs = get_reward_funcs(
-        reward_args.reward_funcs, RewardContext(judge_config, reward_args.max_answer_chars)
+        reward_args.reward_funcs,
+        RewardContext(judge_config, reward_args.max_answer_chars, reward_args.abstain_score),
     )
     judge = find_judge(reward_funcs)
     metrics_path = output_dir / "metrics.jsonl"
@@ -143,6 +145,7 @@ def run_gspo(
         peft_config=peft_config,
         callbacks=[make_format_callback(chat_format, tokenizer), make_metrics_callback(metrics_path, judge)],
     )
+    log_model_notes(trainer.model)  # what the LoRA adapts per layer kind; GPU kernels to install
     result = trainer.train(resume_from_checkpoint=resume)
 
     # ---- save ---------------------------------------------------------------------------------------------------

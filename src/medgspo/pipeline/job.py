@@ -1,0 +1,217 @@
+"""The job itself: route the flags, run SFT and GSPO, evaluate base/SFT/GSPO on held-out and seen questions.
+
+Stages: build the tiny model (first use) -> SFT (LoRA) -> GSPO from the SFT adapter with the judge reward ->
+evaluate base, SFT and GSPO with the same judge on the held-out split *and* on a fixed sample of the questions GSPO
+trained on ("seen") -> ``report.md`` and ``summary.json`` (:mod:`medgspo.pipeline.report`).
+
+Flags: ``--run_dir``, ``--sft_config``, ``--gspo_config`` and the evaluation flags of :class:`PipelineArguments`;
+shared fields (``--model_name_or_path``, ``--dataset_name``, ``--eval_size``, ``--split_seed``, ``--judge_*``) go to
+both stages; ``--sft.FIELD VALUE`` and ``--gspo.FIELD VALUE`` override one stage's recipe (``--sft.max_steps 5``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medgspo.judge.arguments import JudgeArguments
+from medgspo.judge.preflight import preflight
+from medgspo.pipeline.report import SPLITS, machine_info, pick_samples, summary_document, write_report
+from medgspo.utils.cli import make_parser, parse
+from medgspo.utils.io import write_json
+from medgspo.utils.paths import RECIPES
+
+logger = logging.getLogger(__name__)
+
+SHARED_FIELDS = {"model_name_or_path", "dataset_name", "dataset_config", "eval_size", "split_seed", "skip_invalid"}
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class PipelineArguments:
+    """Where the run goes, which recipes it uses, and how the models are evaluated."""
+
+    run_dir: str = field(default="runs/pipeline", metadata={"help": "Folder for every output of the run."})
+    sft_config: str = field(default=str(RECIPES / "tiny" / "sft.yaml"), metadata={"help": "SFT recipe."})
+    gspo_config: str = field(default=str(RECIPES / "tiny" / "gspo.yaml"), metadata={"help": "GSPO recipe."})
+    skip_gspo: bool = field(default=False, metadata={"help": "Stop after SFT (no judge needed)."})
+    eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on at most this many held-out items."})
+    eval_seen: int = field(
+        default=32,
+        metadata={
+            "help": "How many questions GSPO trained on to evaluate as well ('seen'): a fixed sample, evenly "
+            "spaced over its training prompts (SFT's when --skip_gspo). 0: held-out only."
+        },
+    )
+    eval_max_new_tokens: int = field(default=160, metadata={"help": "Token budget of each evaluation answer."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch in evaluation."})
+    eval_sample: bool = field(default=False, metadata={"help": "Evaluate with the card's sampling, not greedy."})
+    eval_seed: int = field(default=0, metadata={"help": "Seed of evaluation sampling and bootstrap."})
+
+
+@dataclass
+class PipelineReport:
+    """What a user opens after the run, and the samples the console shows."""
+
+    run_dir: Path
+    adapter_dir: Path
+    report_path: Path
+    summary_path: Path
+    summary: dict[str, Any]
+    samples: dict[str, dict]
+
+
+# ---- argument routing (pure) ------------------------------------------------------------------------------------
+def route_arguments(argv: list[str], judge_fields: set[str]) -> tuple[list[str], list[str], list[str]]:
+    """Split pipeline argv into (pipeline, SFT, GSPO) argument lists.
+
+    >>> route_arguments(["--run_dir", "r", "--sft.max_steps", "3", "--eval_size", "0.2", "--judge_model", "m"],
+    ...                 {"judge_model"})
+    (['--run_dir', 'r', '--judge_model', 'm'], ['--max_steps', '3', '--eval_size', '0.2'], ['--eval_size', '0.2', '--judge_model', 'm'])
+    """
+    pipe, sft, gspo = [], [], []
+    i = 0
+    while i < len(argv):
+        flag = argv[i]
+        end = i + 1
+        while end < len(argv) and not argv[end].startswith("--"):  # a flag may take several values (lists)
+            end += 1
+        chunk = argv[i:end]
+        name = flag[2:].split("=", 1)[0]
+        if name.startswith("sft."):
+            sft += [f"--{flag[6:]}", *chunk[1:]]
+        elif name.startswith("gspo."):
+            gspo += [f"--{flag[7:]}", *chunk[1:]]
+        elif name in SHARED_FIELDS:
+            sft += chunk
+            gspo += chunk
+        elif name in judge_fields:
+            pipe += chunk
+            gspo += chunk
+        else:
+            pipe += chunk
+        i = end
+    return pipe, sft, gspo
+
+
+def even_sample(items: list, n: int) -> list:
+    """``n`` items spread evenly over ``items`` (all of them when ``n >= len(items)``), in order.
+
+    >>> even_sample(list(range(10)), 4), even_sample([1, 2], 5)
+    ([0, 2, 5, 7], [1, 2])
+    """
+    if n >= len(items):
+        return list(items)
+    return [items[(i * len(items)) // n] for i in range(max(n, 0))]
+
+
+def seen_questions(data_args: Any, limit: int | None, n: int) -> list[dict]:
+    """A fixed sample of the records a stage trained on: the same split and prefix the stage used."""
+    from medgspo.data.arguments import load_split
+
+    _, train, _ = load_split(data_args)
+    trained = train[:limit] if limit else train
+    return even_sample(trained, n)
+
+
+# ---- the job ----------------------------------------------------------------------------------------------------
+def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
+    """Route the flags, run every stage, evaluate, write ``report.md`` and ``summary.json``."""
+    from medgspo.data.arguments import EVAL_SPLIT_FILE
+    from medgspo.eval.open_ended import run_eval
+    from medgspo.train.gspo import GSPO_ARGUMENTS, run_gspo
+    from medgspo.train.plots import read_metrics
+    from medgspo.train.sft import SFT_ARGUMENTS, run_sft
+
+    start = time.perf_counter()
+    judge_fields = set(JudgeArguments.__dataclass_fields__)
+    pipe_argv, sft_argv, gspo_argv = route_arguments(list(argv or []), judge_fields)
+    pipe_args, judge_args = parse(make_parser(PIPELINE_ARGUMENTS, "medgspo pipeline"), pipe_argv)
+    judge_args.check()
+    if not pipe_args.skip_gspo:  # a bad judge key, model name or balance stops here, before SFT
+        preflight(judge_args)
+    run_dir = Path(pipe_args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- stage 1: SFT -----------------------------------------------------------------------------------------
+    sft_argv = ["--config", pipe_args.sft_config, *sft_argv, "--output_dir", str(run_dir / "sft")]
+    sft_cfg = parse(make_parser(SFT_ARGUMENTS, "medgspo pipeline (SFT)"), sft_argv)
+    sft = run_sft(*sft_cfg)
+    seeds = {"split": sft_cfg[0].split_seed, "sft": sft_cfg[2].seed}
+    trained_on = (sft_cfg[0], sft_cfg[0].max_train_samples)
+
+    # ---- stage 2: GSPO ----------------------------------------------------------------------------------------
+    gspo = None
+    if not pipe_args.skip_gspo:
+        gspo_argv = [
+            "--config",
+            pipe_args.gspo_config,
+            *gspo_argv,
+            "--output_dir",
+            str(run_dir / "gspo"),
+            "--sft_adapter",
+            str(sft.output_dir),
+        ]
+        gspo_cfg = parse(make_parser(GSPO_ARGUMENTS, "medgspo pipeline (GSPO)"), gspo_argv)
+        gspo = run_gspo(*gspo_cfg)
+        seeds["gspo"] = gspo_cfg[4].seed
+        trained_on = (gspo_cfg[0], gspo_cfg[4].max_prompts)
+    seeds["eval"] = pipe_args.eval_seed
+
+    # ---- evaluation: base, SFT, GSPO on held-out and seen questions, same judge -----------------------------------
+    held = [json.loads(x) for x in (sft.output_dir / EVAL_SPLIT_FILE).read_text(encoding="utf-8").splitlines()]
+    held = held[: pipe_args.eval_limit] if pipe_args.eval_limit else held
+    records = {"heldout": held, "seen": seen_questions(*trained_on, pipe_args.eval_seen)}
+    base = sft.summary["model_path"]
+    models = [("base", base, None), ("sft", base, str(sft.output_dir))]
+    models += [("gspo", base, str(gspo.output_dir))] if gspo else []
+    judge_config = judge_args.to_config(run_dir / "judge_cache.sqlite")
+    summaries, rows = {}, {}
+    for split in SPLITS:
+        if not records[split]:
+            continue
+        out = run_dir / "eval" / split
+        summaries[split] = run_eval(
+            models,
+            records[split],
+            judge_config,
+            out,
+            batch_size=pipe_args.eval_batch_size,
+            max_new_tokens=pipe_args.eval_max_new_tokens,
+            do_sample=pipe_args.eval_sample,
+            seed=pipe_args.eval_seed,
+        )
+        rows[split] = [
+            json.loads(line) for line in (out / "generations.jsonl").read_text(encoding="utf-8").splitlines()
+        ]
+
+    # ---- report -------------------------------------------------------------------------------------------------
+    samples = {split: pick_samples(split_rows) for split, split_rows in rows.items()}
+    wall_s = time.perf_counter() - start
+    summary = summary_document(wall_s, summaries)
+    ctx = {
+        "run_dir": run_dir,
+        "wall_s": wall_s,
+        "machine": machine_info(),
+        "seeds": seeds,
+        "sft": sft.summary,
+        "gspo": gspo.summary if gspo else None,
+        "gspo_rows": read_metrics(gspo.output_dir / "metrics.jsonl") if gspo else [],
+        "summaries": summaries,
+        "samples": samples,
+        "tiny": sft.summary["base_model"] in (None, "tiny"),
+        "eval": {"max_new_tokens": pipe_args.eval_max_new_tokens, "sample": pipe_args.eval_sample},
+    }
+    report_path = run_dir / "report.md"
+    write_report(report_path, ctx)
+    summary_path = write_json(run_dir / SUMMARY_FILE, summary)
+    write_json(run_dir / "pipeline_args.json", asdict(pipe_args))
+    adapter = gspo.output_dir if gspo else sft.output_dir
+    return PipelineReport(run_dir, adapter, report_path, summary_path, summary, samples)
+
+
+PIPELINE_ARGUMENTS = (PipelineArguments, JudgeArguments)
