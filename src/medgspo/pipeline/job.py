@@ -72,6 +72,8 @@ def route_arguments(argv: list[str], judge_fields: set[str]) -> tuple[list[str],
     >>> route_arguments(["--run_dir", "r", "--sft.max_steps", "3", "--eval_size", "0.2", "--judge_model", "m"],
     ...                 {"judge_model"})
     (['--run_dir', 'r', '--judge_model', 'm'], ['--max_steps', '3', '--eval_size', '0.2'], ['--eval_size', '0.2', '--judge_model', 'm'])
+    >>> route_arguments(["--judge-model", "m", "--no_judge_preflight"], {"judge_model", "judge_preflight"})
+    (['--judge-model', 'm', '--no_judge_preflight'], [], ['--judge-model', 'm', '--no_judge_preflight'])
     """
     pipe, sft, gspo = [], [], []
     i = 0
@@ -81,7 +83,9 @@ def route_arguments(argv: list[str], judge_fields: set[str]) -> tuple[list[str],
         while end < len(argv) and not argv[end].startswith("--"):  # a flag may take several values (lists)
             end += 1
         chunk = argv[i:end]
-        name = flag[2:].split("=", 1)[0]
+        name = flag[2:].split("=", 1)[0].replace("-", "_")  # `--judge-model` is `--judge_model`
+        if name.startswith("no_") and name[3:] in judge_fields | SHARED_FIELDS:  # `--no_judge_preflight`
+            name = name[3:]
         if name.startswith("sft."):
             sft += [f"--{flag[6:]}", *chunk[1:]]
         elif name.startswith("gspo."):
