@@ -108,7 +108,9 @@ def reference_verdict(
         if terms.label is not None:
             return RefVerdict(terms.label, f"reference heuristic: {terms.reason}")
     if (why := non_medical(question, reference, answer)) is not None:
-        if len(_compact(answer)) < MIN_FLUENT_CHARS:  # off-topic *and* this short: a fragment, not fluent text
+        # off-topic *and* this short once framing words are set aside: a fragment, not fluent text (a GSPO policy
+        # gave every question "首选。在，应尽早干预。" for a 0.0)
+        if len(_FRAMING.sub("", _compact(answer))) < MIN_FLUENT_CHARS:
             return RefVerdict("E", f"reference heuristic: a fragment ({why})")
         return RefVerdict("C", f"reference heuristic: {why}")
     return RefVerdict(None, "undecided: no lexical evidence for a tier (paraphrase, contradiction or partial)")
