@@ -198,3 +198,12 @@ def test_findings_say_whether_gspo_beat_sft_and_kept_its_variety():
     assert "GSPO answers collapsed: 20% distinct vs 90%" in notes
     summaries["heldout"]["gspo"]["distinct_answers"] = 0.5
     assert "GSPO kept its variety: 50% distinct answers" in " ".join(findings(summaries, []))
+
+
+def test_findings_pair_the_two_models_question_by_question():
+    summaries = {"seen": {"sft": summary(0.5, -0.1, 1.1), "gspo": summary(1.0, 0.4, 1.6)}}
+    scores = {"sft": [2.0, -1.0, -1.0, 2.0, None], "gspo": [2.0, 2.0, 2.0, 2.0, 2.0]}
+    rows = [{"model": m, "question": f"q{i}", "score": s} for m, ss in scores.items() for i, s in enumerate(ss)]
+    notes = " ".join(findings(summaries, [], {"seen": rows}))
+    assert "the intervals overlap (no difference shown); paired, GSPO minus SFT on the 4 questions both were " in notes
+    assert "judged on: +1.50 [+0.00, +3.00]." in notes

@@ -164,7 +164,7 @@ def test_undecided_score_must_be_a_tier() -> None:
         JudgeConfig(backend="reference", reference_undecided_score=1.0)
 
 
-@pytest.mark.parametrize("fragment", ["，但不能雷", "但不能雷", "）的确如此"])
+@pytest.mark.parametrize("fragment", ["，但不能雷", "但不能雷", "）的确如此", "首选。在，应尽早干预。"])
 def test_short_off_topic_fragments_are_incoherent_not_non_medical(fragment) -> None:
     # A policy trained against the heuristic found these: they must not earn the 0.0 "non-medical" tier.
     assert reference_verdict(Q1, R1, fragment).label == "E"

@@ -59,6 +59,22 @@ def test_format_reward() -> None:
     assert format_reward(completions) == [1.0, 1.0, 0.0, 0.0, 0.0]
 
 
+def test_format_reward_can_ask_for_thinking() -> None:
+    from medgspo.rewards import REWARDS, RewardContext
+    from medgspo.rewards.format import format_reward_with_thinking
+
+    completions = [
+        "先看体征再定诊断。\n</think>\n\n诊断为急性阑尾炎。",
+        "<think>\n\n</think>\n\n诊断为急性阑尾炎。",
+        "短\n</think>\n\n答案",
+    ]
+    assert format_reward_with_thinking(0) is format_reward
+    assert format_reward_with_thinking(4)(completions) == [1.0, 0.0, 0.0]
+    assert format_reward_with_thinking(1)(completions) == [1.0, 0.0, 1.0]
+    reward = REWARDS["format"](RewardContext(JudgeConfig(backend="reference"), min_think_chars=4))
+    assert get_callable_name(reward) == "format_reward" and reward(completions) == [1.0, 0.0, 0.0]
+
+
 def test_trl_sees_an_async_named_reward() -> None:
     reward = judge_reward(JudgeConfig(backend="reference"))
     assert is_async_callable(reward) and get_callable_name(reward) == "judge_reward"

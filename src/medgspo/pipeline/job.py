@@ -207,6 +207,7 @@ def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
         "gspo_rows": read_metrics(gspo.output_dir / "metrics.jsonl") if gspo else [],
         "summaries": summaries,
         "samples": samples,
+        "generations": rows,
         "tiny": sft.summary["base_model"] in (None, "tiny"),
         "eval": {"max_new_tokens": pipe_args.eval_max_new_tokens, "sample": pipe_args.eval_sample},
     }

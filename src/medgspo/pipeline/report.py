@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medgspo.eval.metrics import markdown_table
+from medgspo.eval.metrics import bootstrap_ci, markdown_table
 from medgspo.utils.io import write_text
 
 SPLITS = ("heldout", "seen")
@@ -166,6 +166,32 @@ def compare_scores(sft: Mapping[str, Any], gspo: Mapping[str, Any]) -> str:
     return text + ": the intervals overlap (no difference shown)"
 
 
+def paired_difference(rows: list[Mapping[str, Any]], a: str = "sft", b: str = "gspo") -> str | None:
+    """Model ``b``'s score minus ``a``'s on the same questions (both judged), with a 95% bootstrap interval.
+
+    Pairing removes the spread between questions, so it can show a difference two separate intervals cannot.
+
+    >>> rows = [{"model": m, "question": q, "score": s} for m, q, s in
+    ...         [("sft", "q1", -1.0), ("gspo", "q1", 2.0), ("sft", "q2", 2.0), ("gspo", "q2", 2.0),
+    ...          ("sft", "q3", None), ("gspo", "q3", 2.0)]]
+    >>> paired_difference(rows)
+    'paired, GSPO minus SFT on the 2 questions both were judged on: +1.50 [+0.00, +3.00]'
+    """
+    scores: dict[str, dict[str, float]] = {a: {}, b: {}}
+    for row in rows:
+        if row.get("model") in scores and row.get("score") is not None:
+            scores[row["model"]][row["question"]] = float(row["score"])
+    both = [q for q in scores[b] if q in scores[a]]
+    if not both:
+        return None
+    diffs = [scores[b][q] - scores[a][q] for q in both]
+    low, high = bootstrap_ci(diffs)
+    return (
+        f"paired, {b.upper()} minus {a.upper()} on the {len(both)} questions "
+        f"both were judged on: {sum(diffs) / len(diffs):+.2f} [{low:+.2f}, {high:+.2f}]"
+    )
+
+
 def _quarters(values: list[float]) -> tuple[float, float]:
     quarter = max(1, len(values) // 4)
     first, last = values[:quarter], values[-quarter:]
@@ -200,7 +226,9 @@ def training_notes(gspo_rows: list[Mapping[str, Any]]) -> list[str]:
 
 
 def findings(
-    summaries: Mapping[str, Mapping[str, Mapping[str, Any]]], gspo_rows: list[Mapping[str, Any]]
+    summaries: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    gspo_rows: list[Mapping[str, Any]],
+    generations: Mapping[str, list[Mapping[str, Any]]] | None = None,
 ) -> list[str]:
     """Plain statements of what each stage did, including when it did nothing visible."""
     notes = []
@@ -209,7 +237,11 @@ def findings(
         steps = " -> ".join(f"{name} {s['format_compliance']:.0%}" for name, s in by_model.items())
         notes.append(f"Format compliance on {split} questions: {steps}.")
         if sft and gspo:
-            notes.append(f"Mean judged score on {split} questions: {compare_scores(sft, gspo)}.")
+            paired = paired_difference((generations or {}).get(split, []))
+            notes.append(
+                f"Mean judged score on {split} questions: {compare_scores(sft, gspo)}"
+                + (f"; {paired}." if paired else ".")
+            )
     notes += training_notes(gspo_rows)
     held = summaries.get("heldout", {})
     notes += collapse_warning(held.get("sft"), held.get("gspo"))
@@ -297,7 +329,11 @@ def _stage_tables(ctx: Mapping[str, Any]) -> list[str]:
 def write_report(path: Path, ctx: Mapping[str, Any]) -> Path:
     """``report.md``: machine and seeds, findings, the evaluation per split, the stages, the samples."""
     lines = _header(ctx)
-    lines += ["## What happened", ""] + [f"- {n}" for n in findings(ctx["summaries"], ctx["gspo_rows"])] + [""]
+    lines += (
+        ["## What happened", ""]
+        + [f"- {n}" for n in findings(ctx["summaries"], ctx["gspo_rows"], ctx.get("generations"))]
+        + [""]
+    )
     if ctx.get("tiny"):
         lines += [
             "The embedded model is a tiny random-init Qwen3.5-architecture model trained for minutes on a CPU: it "

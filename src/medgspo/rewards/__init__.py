@@ -13,7 +13,7 @@ from typing import Any
 
 from medgspo.errors import ConfigError
 from medgspo.judge import JudgeConfig
-from medgspo.rewards.format import format_reward
+from medgspo.rewards.format import format_reward_with_thinking
 from medgspo.rewards.guards import language_guard, length_guard, repetition_guard
 from medgspo.rewards.judge import ABSTAIN_SCORE, JudgeReward, judge_reward
 
@@ -29,6 +29,12 @@ class RewardArguments:
         },
     )
     max_answer_chars: int = field(default=300, metadata={"help": "Answer length where the length guard starts."})
+    min_think_chars: int = field(
+        default=0,
+        metadata={
+            "help": "The format reward also asks for at least this many characters of thinking (0: any, even none)."
+        },
+    )
     abstain_score: float | None = field(
         default=ABSTAIN_SCORE,
         metadata={
@@ -46,12 +52,13 @@ class RewardContext:
     judge_config: JudgeConfig
     max_answer_chars: int = 300
     abstain_score: float | None = ABSTAIN_SCORE
+    min_think_chars: int = 0
 
 
 # name -> builder of a TRL reward function
 REWARDS: dict[str, Callable[[RewardContext], Callable[..., Any]]] = {
     "judge": lambda ctx: judge_reward(ctx.judge_config, abstain_score=ctx.abstain_score),
-    "format": lambda ctx: format_reward,
+    "format": lambda ctx: format_reward_with_thinking(ctx.min_think_chars),
     "repetition": lambda ctx: repetition_guard,
     "length": lambda ctx: length_guard(ctx.max_answer_chars),
     "language": lambda ctx: language_guard,

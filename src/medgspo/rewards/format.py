@@ -1,7 +1,9 @@
 """The think/answer format reward: 1.0 for a well-formed completion, 0.0 otherwise (TRL's reward signature).
 
 Well formed means one ``</think>``, at most one leading ``<think>`` and a non-empty answer after it
-(:func:`medgspo.data.chat_format.split_completion`). With TRL's ``log_metric`` it also logs the batch's mean
+(:func:`medgspo.data.chat_format.split_completion`); with ``min_think_chars`` the thinking must also be at least
+that long, so a policy cannot shed its reasoning for free (a tiny run went from 51 to 0 thinking characters in 23
+steps when only the answer was judged). With TRL's ``log_metric`` it also logs the batch's mean
 thinking and answer lengths in characters (``think_chars_mean``, ``answer_chars_mean``).
 """
 
@@ -29,3 +31,25 @@ def format_reward(
         log_metric("answer_chars_mean", sum(len(s.answer) for s in splits) / len(splits))
         log_metric("think_chars_mean", sum(len(s.thinking) for s in splits) / len(splits))
     return [FORMAT_WELL_FORMED if s.well_formed else FORMAT_MALFORMED for s in splits]
+
+
+def format_reward_with_thinking(min_think_chars: int = 0) -> Callable[..., list[float]]:
+    """:func:`format_reward`, which also asks for at least ``min_think_chars`` of thinking (0: plain format_reward).
+
+    >>> reward = format_reward_with_thinking(4)
+    >>> reward(["先看体征再定诊断。\n</think>\n\n诊断为肺炎。", "<think>\n\n</think>\n\n诊断为肺炎。"])
+    [1.0, 0.0]
+    """
+    if min_think_chars <= 0:
+        return format_reward
+
+    def reward(completions: list[Any], **kwargs: Any) -> list[float]:
+        scores = format_reward(completions, **kwargs)
+        thinking = [len(split_completion(completion_text(c)).thinking.strip()) for c in completions]
+        return [
+            score if chars >= min_think_chars else FORMAT_MALFORMED
+            for score, chars in zip(scores, thinking, strict=True)
+        ]
+
+    reward.__name__ = "format_reward"
+    return reward

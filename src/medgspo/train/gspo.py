@@ -127,7 +127,9 @@ def run_gspo(
     judge_config = share_judge_cap(judge_config, training_args)
     reward_funcs = get_reward_funcs(
         reward_args.reward_funcs,
-        RewardContext(judge_config, reward_args.max_answer_chars, reward_args.abstain_score),
+        RewardContext(
+            judge_config, reward_args.max_answer_chars, reward_args.abstain_score, reward_args.min_think_chars
+        ),
     )
     judge = find_judge(reward_funcs)
     metrics_path = output_dir / "metrics.jsonl"
