@@ -37,7 +37,7 @@ def format_reward_with_thinking(min_think_chars: int = 0) -> Callable[..., list[
     """:func:`format_reward`, which also asks for at least ``min_think_chars`` of thinking (0: plain format_reward).
 
     >>> reward = format_reward_with_thinking(4)
-    >>> reward(["先看体征再定诊断。\n</think>\n\n诊断为肺炎。", "<think>\n\n</think>\n\n诊断为肺炎。"])
+    >>> reward(["先看体征再定诊断。\\n</think>\\n\\n诊断为肺炎。", "<think>\\n\\n</think>\\n\\n诊断为肺炎。"])
     [1.0, 0.0]
     """
     if min_think_chars <= 0:
