@@ -26,11 +26,7 @@ def format_reward(
     >>> format_reward(["思考。\\n</think>\\n\\n诊断为肺炎。", "只有思考", [{"role": "assistant", "content": "</think>"}]])
     [1.0, 0.0, 0.0]
     """
-    splits = [split_completion(completion_text(c)) for c in completions]
-    if log_metric is not None and splits:
-        log_metric("answer_chars_mean", sum(len(s.answer) for s in splits) / len(splits))
-        log_metric("think_chars_mean", sum(len(s.thinking) for s in splits) / len(splits))
-    return [FORMAT_WELL_FORMED if s.well_formed else FORMAT_MALFORMED for s in splits]
+    return _format_scores(completions, 0, log_metric)
 
 
 def format_reward_with_thinking(min_think_chars: int = 0) -> Callable[..., list[float]]:
@@ -43,13 +39,23 @@ def format_reward_with_thinking(min_think_chars: int = 0) -> Callable[..., list[
     if min_think_chars <= 0:
         return format_reward
 
-    def reward(completions: list[Any], **kwargs: Any) -> list[float]:
-        scores = format_reward(completions, **kwargs)
-        thinking = [len(split_completion(completion_text(c)).thinking.strip()) for c in completions]
-        return [
-            score if chars >= min_think_chars else FORMAT_MALFORMED
-            for score, chars in zip(scores, thinking, strict=True)
-        ]
+    def reward(
+        completions: list[Any], log_metric: Callable[[str, float], None] | None = None, **kwargs: Any
+    ) -> list[float]:
+        return _format_scores(completions, min_think_chars, log_metric)
 
     reward.__name__ = "format_reward"
     return reward
+
+
+def _format_scores(
+    completions: list[Any], min_think_chars: int, log_metric: Callable[[str, float], None] | None
+) -> list[float]:
+    splits = [split_completion(completion_text(c)) for c in completions]
+    if log_metric is not None and splits:
+        log_metric("answer_chars_mean", sum(len(s.answer) for s in splits) / len(splits))
+        log_metric("think_chars_mean", sum(len(s.thinking) for s in splits) / len(splits))
+    return [
+        FORMAT_WELL_FORMED if s.well_formed and len(s.thinking.strip()) >= min_think_chars else FORMAT_MALFORMED
+        for s in splits
+    ]
