@@ -1,4 +1,5 @@
-"""A miniature of the ``Qwen/Qwen3.5-4B`` hub checkpoint, built in the test session (random weights, CPU, ~1 s).
+"""A miniature of the ``Qwen/Qwen3.5-4B`` hub checkpoint, built in the test session (random weights, CPU, ~1 s),
+and :func:`make_adapter`, a saved LoRA with non-zero weights on any model.
 
 Same class and weight layout as the real one: ``Qwen3_5ForConditionalGeneration`` (``architectures``,
 ``model_type: qwen3_5``, a ``text_config`` and a ``vision_config``), weights under ``model.language_model.*``,
@@ -62,3 +63,18 @@ def build_hub_miniature(output_dir: Path, tokenizer_dir: Path, seed: int = 0) ->
     tensors["mtp.norm.weight"] = torch.ones(64)
     save_file(tensors, weights, metadata={"format": "pt"})
     return output_dir
+
+
+def make_adapter(model, out, targets, seed=0):
+    """A LoRA on ``model`` with random, non-zero B matrices, saved to ``out``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)
+    peft.save_pretrained(out)
+    return peft.eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from hub_miniature import make_adapter
 
 from medgspo.errors import AdapterMismatchError
 from medgspo.modeling.adapters import (
@@ -103,21 +104,6 @@ def test_modules_no_layout_has_are_refused():
 
 
 # ---- on real (tiny) models -----------------------------------------------------------------------------------------
-def make_adapter(model, out, targets, seed=0):
-    """A LoRA on ``model`` with random, non-zero B matrices, saved to ``out``."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
-    with torch.no_grad():
-        for name, param in peft.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.05)
-    peft.save_pretrained(out)
-    return peft.eval()
-
-
 def test_a_renamed_adapter_loads_and_a_foreign_one_is_refused(tiny_model_dir, tmp_path, capsys):
     """The text model's adapter with vision-language names (as the vision-language class saves it) loads converted
     and gives the same logits; one whose modules exist under no layout is refused, in the library and the CLI."""

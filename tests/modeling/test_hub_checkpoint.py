@@ -85,21 +85,13 @@ def gspo_argv(model, adapter, out) -> list[str]:
 @pytest.fixture(scope="module")
 def unsloth_adapter(hub_model_dir, tmp_path_factory):
     """An adapter saved the Unsloth way: on the vision-language class, regex targets over ``language_model``."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+    from hub_miniature import make_adapter
     from transformers import AutoTokenizer, Qwen3_5ForConditionalGeneration
 
     from medgspo.data.chat_format import ChatFormat
 
     out = tmp_path_factory.mktemp("unsloth") / "adapter"
-    torch.manual_seed(1)
-    model = Qwen3_5ForConditionalGeneration.from_pretrained(hub_model_dir)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=UNSLOTH_REGEX))
-    with torch.no_grad():
-        for name, param in peft.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.05)
-    peft.save_pretrained(out)
+    make_adapter(Qwen3_5ForConditionalGeneration.from_pretrained(hub_model_dir), out, UNSLOTH_REGEX, seed=1)
     AutoTokenizer.from_pretrained(hub_model_dir).save_pretrained(out)
     ChatFormat().save(out)
     return out
