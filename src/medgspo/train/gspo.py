@@ -79,7 +79,7 @@ def run_gspo(
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from medgspo.train.backends import check_backend, check_rollout_engine, log_model_notes
+    from medgspo.train.backends import check_backend, check_rollout_engine, check_training_kernels, log_model_notes
     from medgspo.train.plots import plot_training
 
     validate_common(data_args, model_args, None)
@@ -148,6 +148,7 @@ def run_gspo(
         callbacks=[make_format_callback(chat_format, tokenizer), make_metrics_callback(metrics_path, judge)],
     )
     log_model_notes(trainer.model)  # what the LoRA adapts per layer kind; GPU kernels to install
+    check_training_kernels(trainer.model)  # kernels that would refuse the backward pass: stop now, say why
     result = trainer.train(resume_from_checkpoint=resume)
 
     # ---- save ---------------------------------------------------------------------------------------------------

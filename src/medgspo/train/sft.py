@@ -105,7 +105,7 @@ def run_sft(
     from trl import SFTTrainer
 
     from medgspo.data.tiny_model import resolve_model_path
-    from medgspo.train.backends import check_backend, log_model_notes
+    from medgspo.train.backends import check_backend, check_training_kernels, log_model_notes
 
     validate_common(data_args, model_args, training_args.max_length)
     check_backend(model_args.backend)
@@ -136,6 +136,7 @@ def run_sft(
         callbacks=[make_format_callback(chat_format, tokenizer)],
     )
     log_model_notes(trainer.model)  # what the LoRA adapts per layer kind; GPU kernels to install
+    check_training_kernels(trainer.model)  # kernels that would refuse the backward pass: stop now, say why
     resume = last_checkpoint(output_dir) if training_args.resume else None
     if training_args.resume and resume is None:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
