@@ -8,6 +8,7 @@ import pytest
 from medgspo.cli import main
 
 SUBCOMMANDS = [
+    ["pretrain"],
     ["sft"],
     ["gspo"],
     ["pipeline"],

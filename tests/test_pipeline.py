@@ -32,13 +32,17 @@ SHORT = [
 
 
 def test_flags_are_routed_to_each_stage():
-    pipe, sft, gspo = route_arguments(
+    routed = route_arguments(
         [
             "--model_name_or_path",
             "m",
             "--sft.learning_rate=1e-4",
             "--gspo.beta",
             "0.01",
+            "--pretrain.num_train_epochs",
+            "2",
+            "--pretrain",
+            "yes",
             "--judge_backend",
             "openai",
             "--skip_gspo",
@@ -48,9 +52,10 @@ def test_flags_are_routed_to_each_stage():
         ],
         {"judge_backend"},
     )
-    assert pipe == ["--judge_backend", "openai", "--skip_gspo"]
-    assert sft == ["--model_name_or_path", "m", "--learning_rate=1e-4"]
-    assert gspo == [
+    assert routed["pipeline"] == ["--pretrain", "yes", "--judge_backend", "openai", "--skip_gspo"]
+    assert routed["pretrain"] == ["--model_name_or_path", "m", "--num_train_epochs", "2"]
+    assert routed["sft"] == ["--model_name_or_path", "m", "--learning_rate=1e-4"]
+    assert routed["gspo"] == [
         "--model_name_or_path",
         "m",
         "--beta",
@@ -67,12 +72,14 @@ def test_flags_are_routed_to_each_stage():
 def test_pipeline_end_to_end(tiny_model_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     argv = ["pipeline", "--model_name_or_path", str(tiny_model_dir), "--run_dir", str(run_dir), *SHORT]
+    argv += ["--pretrain", "yes", "--pretrain.max_steps", "2", "--pretrain.max_train_samples", "8"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "after SFT" in out and "after GSPO" in out and str(run_dir / "report.md") in out
     assert "A heldout question" in out and "A seen question" in out and "\ufffd" not in out
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     for section in (
+        "## Pretraining (the tiny model only)",
         "## SFT",
         "## GSPO",
         "## Evaluation on held-out questions",
@@ -81,7 +88,7 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path, capsys):
         "![reward]",
         "CPU cores, torch",
         "threads",
-        "Seeds: split 42, sft 42, gspo 42, eval 0",
+        "Seeds: split 42, pretrain 42, sft 42, gspo 42, eval 0",
         "Picked as",
     ):
         assert section in report, section
@@ -97,6 +104,8 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path, capsys):
     heldout = json.loads((run_dir / "eval" / "heldout" / "eval.json").read_text())
     assert summary["models"]["sft"]["heldout"]["mean_score"] == heldout["sft"]["mean_score"]  # the report's numbers
     assert (run_dir / "gspo" / "plots" / "tier_mix.png").is_file()
+    # The base the three models share is the pretrained folder, not the random-init one.
+    assert json.loads((run_dir / "sft" / "sft_summary.json").read_text())["model_path"] == str(run_dir / "pretrain")
 
 
 # ---- the report's pure parts ------------------------------------------------------------------------------------

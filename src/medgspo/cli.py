@@ -28,7 +28,11 @@ logger = logging.getLogger("medgspo")
 
 # name -> (module whose COMMANDS holds it, one-line help). Listed here so `medgspo --help` imports nothing heavy.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pipeline": ("medgspo.pipeline", "The main job: tiny model -> SFT -> GSPO -> evaluation of base/SFT/GSPO."),
+    "pipeline": (
+        "medgspo.pipeline",
+        "The main job: (tiny model: pretraining ->) SFT -> GSPO -> evaluation of base/SFT/GSPO.",
+    ),
+    "pretrain": ("medgspo.train.cli", "Stage 0, tiny model only: plain-text pretraining of its random weights."),
     "sft": ("medgspo.train.cli", "Stage 1: supervised fine-tuning (LoRA) on TRL's SFTTrainer."),
     "gspo": ("medgspo.train.cli", "Stage 2: GSPO on TRL's GRPOTrainer with the judge reward."),
     "plan": ("medgspo.train.cli", "What a recipe will do: batch arithmetic, judge calls and cost, clipping, memory."),

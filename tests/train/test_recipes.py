@@ -25,6 +25,16 @@ def test_sft_recipe_loads_and_documents_its_command(recipe):
     assert train.max_length in (2048, 256)  # the card's limit; the tiny CPU recipe truncates reasoning to 256
 
 
+def test_tiny_pretraining_recipe_loads_and_trains_every_parameter():
+    from medgspo.train.pretrain import PRETRAIN_ARGUMENTS
+
+    recipe = RECIPE_DIR / "tiny" / "pretrain.yaml"
+    assert "--config recipes/tiny/pretrain.yaml" in recipe.read_text(encoding="utf-8")
+    data, text, train, model = parse_args(PRETRAIN_ARGUMENTS, ["--config", str(recipe)])
+    assert model.model_name_or_path == "tiny" and not model.use_peft
+    assert data.max_train_samples == 64 and text.pretrain_think_chars == 48 and train.max_length == 256
+
+
 def test_card_recipe_values():
     data, fmt, train, model = parse_args(
         SFT_ARGUMENTS,

@@ -1,12 +1,14 @@
-"""The job itself: route the flags, run SFT and GSPO, evaluate base/SFT/GSPO on held-out and seen questions.
+"""The job itself: route the flags, run the stages, evaluate base/SFT/GSPO on held-out and seen questions.
 
-Stages: build the tiny model (first use) -> SFT (LoRA) -> GSPO from the SFT adapter with the judge reward ->
-evaluate base, SFT and GSPO with the same judge on the held-out split *and* on a fixed sample of the questions GSPO
-trained on ("seen") -> ``report.md`` and ``summary.json`` (:mod:`medgspo.pipeline.report`).
+Stages: build the tiny model (first use) -> pretrain it on plain text (the embedded tiny model only, see
+:mod:`medgspo.train.pretrain`) -> SFT (LoRA) -> GSPO from the SFT adapter with the judge reward -> evaluate base,
+SFT and GSPO with the same judge on the held-out split *and* on a fixed sample of the questions GSPO trained on
+("seen") -> ``report.md`` and ``summary.json`` (:mod:`medgspo.pipeline.report`).
 
-Flags: ``--run_dir``, ``--sft_config``, ``--gspo_config`` and the evaluation flags of :class:`PipelineArguments`;
-shared fields (``--model_name_or_path``, ``--dataset_name``, ``--eval_size``, ``--split_seed``, ``--judge_*``) go to
-both stages; ``--sft.FIELD VALUE`` and ``--gspo.FIELD VALUE`` override one stage's recipe (``--sft.max_steps 5``).
+Flags: ``--run_dir``, ``--pretrain``, ``--pretrain_config``, ``--sft_config``, ``--gspo_config`` and the evaluation
+flags of :class:`PipelineArguments`; shared fields (``--model_name_or_path``, ``--dataset_name``, ``--eval_size``,
+``--split_seed``, ``--judge_*``) go to every stage that takes them; ``--pretrain.FIELD VALUE``, ``--sft.FIELD VALUE``
+and ``--gspo.FIELD VALUE`` override one stage's recipe (``--sft.max_steps 5``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medgspo.data.tiny_model import TINY_MODEL
+from medgspo.errors import ConfigError
 from medgspo.judge.arguments import JudgeArguments
 from medgspo.judge.preflight import preflight
 from medgspo.pipeline.report import SPLITS, machine_info, pick_samples, summary_document, write_report
@@ -29,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 SHARED_FIELDS = {"model_name_or_path", "dataset_name", "dataset_config", "eval_size", "split_seed", "skip_invalid"}
 SUMMARY_FILE = "summary.json"
+STAGE_PREFIXES = ("pretrain", "sft", "gspo")
+PRETRAIN_MODES = ("auto", "yes", "no")
 
 
 @dataclass
@@ -36,6 +42,15 @@ class PipelineArguments:
     """Where the run goes, which recipes it uses, and how the models are evaluated."""
 
     run_dir: str = field(default="runs/pipeline", metadata={"help": "Folder for every output of the run."})
+    pretrain: str = field(
+        default="auto",
+        metadata={
+            "help": "Plain-text pretraining before SFT: auto (only for the embedded random-init tiny model), yes, no."
+        },
+    )
+    pretrain_config: str = field(
+        default=str(RECIPES / "tiny" / "pretrain.yaml"), metadata={"help": "Pretraining recipe."}
+    )
     sft_config: str = field(default=str(RECIPES / "tiny" / "sft.yaml"), metadata={"help": "SFT recipe."})
     gspo_config: str = field(default=str(RECIPES / "tiny" / "gspo.yaml"), metadata={"help": "GSPO recipe."})
     skip_gspo: bool = field(default=False, metadata={"help": "Stop after SFT (no judge needed)."})
@@ -66,16 +81,18 @@ class PipelineReport:
 
 
 # ---- argument routing (pure) ------------------------------------------------------------------------------------
-def route_arguments(argv: list[str], judge_fields: set[str]) -> tuple[list[str], list[str], list[str]]:
-    """Split pipeline argv into (pipeline, SFT, GSPO) argument lists.
+def route_arguments(argv: list[str], judge_fields: set[str]) -> dict[str, list[str]]:
+    """Split pipeline argv into the pipeline's own flags and each stage's (``pipeline``, ``pretrain``, ``sft``,
+    ``gspo``).
 
-    >>> route_arguments(["--run_dir", "r", "--sft.max_steps", "3", "--eval_size", "0.2", "--judge_model", "m"],
-    ...                 {"judge_model"})
+    >>> routed = route_arguments(["--run_dir", "r", "--sft.max_steps", "3", "--eval_size", "0.2", "--judge_model", "m"],
+    ...                          {"judge_model"})
+    >>> routed["pipeline"], routed["sft"], routed["gspo"]
     (['--run_dir', 'r', '--judge_model', 'm'], ['--max_steps', '3', '--eval_size', '0.2'], ['--eval_size', '0.2', '--judge_model', 'm'])
-    >>> route_arguments(["--judge-model", "m", "--no_judge_preflight"], {"judge_model", "judge_preflight"})
-    (['--judge-model', 'm', '--no_judge_preflight'], [], ['--judge-model', 'm', '--no_judge_preflight'])
+    >>> route_arguments(["--judge-model", "m", "--no_judge_preflight"], {"judge_model", "judge_preflight"})["gspo"]
+    ['--judge-model', 'm', '--no_judge_preflight']
     """
-    pipe, sft, gspo = [], [], []
+    routed: dict[str, list[str]] = {"pipeline": [], **{stage: [] for stage in STAGE_PREFIXES}}
     i = 0
     while i < len(argv):
         flag = argv[i]
@@ -86,20 +103,30 @@ def route_arguments(argv: list[str], judge_fields: set[str]) -> tuple[list[str],
         name = flag[2:].split("=", 1)[0].replace("-", "_")  # `--judge-model` is `--judge_model`
         if name.startswith("no_") and name[3:] in judge_fields | SHARED_FIELDS:  # `--no_judge_preflight`
             name = name[3:]
-        if name.startswith("sft."):
-            sft += [f"--{flag[6:]}", *chunk[1:]]
-        elif name.startswith("gspo."):
-            gspo += [f"--{flag[7:]}", *chunk[1:]]
+        stage = name.split(".", 1)[0] if "." in name else None
+        if stage in STAGE_PREFIXES:
+            routed[stage] += [f"--{flag[len(stage) + 3 :]}", *chunk[1:]]
         elif name in SHARED_FIELDS:
-            sft += chunk
-            gspo += chunk
+            for stage in STAGE_PREFIXES:
+                routed[stage] += chunk
         elif name in judge_fields:
-            pipe += chunk
-            gspo += chunk
+            routed["pipeline"] += chunk
+            routed["gspo"] += chunk
         else:
-            pipe += chunk
+            routed["pipeline"] += chunk
         i = end
-    return pipe, sft, gspo
+    return routed
+
+
+def wants_pretraining(mode: str, model_name_or_path: str | None) -> bool:
+    """Whether the pipeline pretrains before SFT: ``auto`` does for the embedded tiny model only.
+
+    >>> wants_pretraining("auto", "tiny"), wants_pretraining("auto", "Qwen/Qwen3.5-4B"), wants_pretraining("yes", "m")
+    (True, False, True)
+    """
+    if mode not in PRETRAIN_MODES:
+        raise ConfigError(f"--pretrain must be one of {', '.join(PRETRAIN_MODES)}, got {mode!r}")
+    return mode == "yes" or (mode == "auto" and model_name_or_path in (None, "", TINY_MODEL))
 
 
 def even_sample(items: list, n: int) -> list:
@@ -129,23 +156,37 @@ def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
     from medgspo.eval.open_ended import run_eval
     from medgspo.train.gspo import GSPO_ARGUMENTS, run_gspo
     from medgspo.train.plots import read_metrics
+    from medgspo.train.pretrain import PRETRAIN_ARGUMENTS, run_pretrain
     from medgspo.train.sft import SFT_ARGUMENTS, run_sft
 
     start = time.perf_counter()
     judge_fields = set(JudgeArguments.__dataclass_fields__)
-    pipe_argv, sft_argv, gspo_argv = route_arguments(list(argv or []), judge_fields)
-    pipe_args, judge_args = parse(make_parser(PIPELINE_ARGUMENTS, "medgspo pipeline"), pipe_argv)
+    routed = route_arguments(list(argv or []), judge_fields)
+    pipe_args, judge_args = parse(make_parser(PIPELINE_ARGUMENTS, "medgspo pipeline"), routed["pipeline"])
     judge_args.check()
     if not pipe_args.skip_gspo:  # a bad judge key, model name or balance stops here, before SFT
         preflight(judge_args)
     run_dir = Path(pipe_args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    sft_argv = ["--config", pipe_args.sft_config, *routed["sft"], "--output_dir", str(run_dir / "sft")]
+    sft_cfg = parse(make_parser(SFT_ARGUMENTS, "medgspo pipeline (SFT)"), sft_argv)
+    gspo_argv = routed["gspo"]
+    seeds = {"split": sft_cfg[0].split_seed}
+
+    # ---- stage 0: pretraining (the embedded tiny model only) --------------------------------------------------
+    pretrained = None
+    if wants_pretraining(pipe_args.pretrain, sft_cfg[3].model_name_or_path):
+        pre_argv = ["--config", pipe_args.pretrain_config, *routed["pretrain"]]
+        pre_cfg = parse(make_parser(PRETRAIN_ARGUMENTS, "medgspo pipeline (pretraining)"), pre_argv)
+        pre_cfg[2].output_dir = str(run_dir / "pretrain")
+        pretrained = run_pretrain(*pre_cfg)
+        seeds["pretrain"] = pre_cfg[2].seed
+        sft_cfg[3].model_name_or_path = str(pretrained.output_dir)  # SFT, GSPO and evaluation start from it
+        gspo_argv = [*gspo_argv, "--model_name_or_path", str(pretrained.output_dir)]
 
     # ---- stage 1: SFT -----------------------------------------------------------------------------------------
-    sft_argv = ["--config", pipe_args.sft_config, *sft_argv, "--output_dir", str(run_dir / "sft")]
-    sft_cfg = parse(make_parser(SFT_ARGUMENTS, "medgspo pipeline (SFT)"), sft_argv)
     sft = run_sft(*sft_cfg)
-    seeds = {"split": sft_cfg[0].split_seed, "sft": sft_cfg[2].seed}
+    seeds["sft"] = sft_cfg[2].seed
     trained_on = (sft_cfg[0], sft_cfg[0].max_train_samples)
 
     # ---- stage 2: GSPO ----------------------------------------------------------------------------------------
@@ -202,13 +243,14 @@ def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
         "wall_s": wall_s,
         "machine": machine_info(),
         "seeds": seeds,
+        "pretrain": pretrained.summary if pretrained else None,
         "sft": sft.summary,
         "gspo": gspo.summary if gspo else None,
         "gspo_rows": read_metrics(gspo.output_dir / "metrics.jsonl") if gspo else [],
         "summaries": summaries,
         "samples": samples,
         "generations": rows,
-        "tiny": sft.summary["base_model"] in (None, "tiny"),
+        "tiny": pretrained is not None or sft.summary["base_model"] in (None, TINY_MODEL),
         "eval": {"max_new_tokens": pipe_args.eval_max_new_tokens, "sample": pipe_args.eval_sample},
     }
     report_path = run_dir / "report.md"

@@ -292,9 +292,25 @@ def _header(ctx: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _pretrain_table(pre: Mapping[str, Any] | None) -> list[str]:
+    if not pre:
+        return []
+    return [
+        "## Pretraining (the tiny model only)",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| from | `{pre['base_model']}` (random weights), every parameter trained on plain text |",
+        f"| records | {pre['records']} (the ones SFT uses: question, opening of the reasoning, answer) |",
+        f"| optimizer steps | {pre['global_step']} |",
+        f"| training loss (mean) / last token accuracy | {_fmt(pre.get('train_loss'))} / {_fmt(pre.get('final_token_accuracy'))} |",
+        "",
+    ]
+
+
 def _stage_tables(ctx: Mapping[str, Any]) -> list[str]:
     sft, gspo = ctx["sft"], ctx.get("gspo")
-    lines = [
+    lines = _pretrain_table(ctx.get("pretrain")) + [
         "## SFT",
         "",
         "| | value |",
@@ -335,10 +351,17 @@ def write_report(path: Path, ctx: Mapping[str, Any]) -> Path:
         + [""]
     )
     if ctx.get("tiny"):
+        pretrained = (
+            "first pretrained for seconds on the plain text of the records SFT uses (that is the base row: it "
+            "knows the material but not the chat format), then "
+            if ctx.get("pretrain")
+            else ""
+        )
         lines += [
-            "The embedded model is a tiny random-init Qwen3.5-architecture model trained for minutes on a CPU: it "
-            "shows the mechanics of each stage, not medical competence. On seen questions GSPO can only sharpen "
-            "what SFT made possible; held-out questions show whether anything carried over.",
+            "The embedded model is a tiny random-init Qwen3.5-architecture model, "
+            f"{pretrained}trained for minutes on a CPU: it shows the mechanics of each stage, not medical "
+            "competence. On seen questions GSPO can only sharpen what SFT made possible; held-out questions show "
+            "whether anything carried over.",
             "",
         ]
     mode = "sampled with the card's settings" if ctx["eval"]["sample"] else "greedy"

@@ -1,5 +1,6 @@
-"""The training commands: ``medgspo sft``, ``medgspo gspo`` and ``medgspo plan``.
+"""The training commands: ``medgspo pretrain`` (tiny model only), ``medgspo sft``, ``medgspo gspo`` and ``medgspo plan``.
 
+    medgspo pretrain --config recipes/tiny/pretrain.yaml
     medgspo sft --config recipes/tiny/sft.yaml --max_steps 5
     medgspo gspo --config recipes/tiny/gspo.yaml --sft_adapter runs/sft
     medgspo plan --config recipes/qwen3.5-4b-medical/gspo.yaml --num_processes 4
@@ -16,11 +17,14 @@ from medgspo.train.gspo import GSPO_ARGUMENTS
 from medgspo.train.gspo import run_gspo as gspo_stage
 from medgspo.train.plan_report import PlanArguments
 from medgspo.train.plan_report import run_plan as plan_lines
+from medgspo.train.pretrain import PRETRAIN_ARGUMENTS
+from medgspo.train.pretrain import run_pretrain as pretrain_stage
 from medgspo.train.sft import SFT_ARGUMENTS
 from medgspo.train.sft import run_sft as sft_stage
 from medgspo.utils.cli import Command, with_default_config
 from medgspo.utils.paths import RECIPES
 
+TINY_PRETRAIN_RECIPE = RECIPES / "tiny" / "pretrain.yaml"
 TINY_SFT_RECIPE = RECIPES / "tiny" / "sft.yaml"
 TINY_GSPO_RECIPE = RECIPES / "tiny" / "gspo.yaml"
 
@@ -37,6 +41,17 @@ def release_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def run_pretrain(*args) -> int:
+    try:
+        result = pretrain_stage(*args)
+    finally:
+        release_process_group()
+    if _main_process():
+        print(f"\nPretrained model: {result.output_dir}")
+        print(f"Next: medgspo sft --config recipes/tiny/sft.yaml --model_name_or_path {result.output_dir}")
+    return 0
 
 
 def run_sft(*args) -> int:
@@ -69,6 +84,13 @@ def run_plan(argv: list[str]) -> int:
 
 
 COMMANDS = [
+    Command(
+        "pretrain",
+        PRETRAIN_ARGUMENTS,
+        run_pretrain,
+        "Stage 0, tiny model only: plain-text pretraining of all parameters.",
+        default_config=TINY_PRETRAIN_RECIPE,
+    ),
     Command("sft", SFT_ARGUMENTS, run_sft, "Stage 1: LoRA SFT on TRL's SFTTrainer.", default_config=TINY_SFT_RECIPE),
     Command("gspo", GSPO_ARGUMENTS, run_gspo, "Stage 2: GSPO on TRL's GRPOTrainer.", default_config=TINY_GSPO_RECIPE),
     Command(
