@@ -43,11 +43,16 @@ def release_process_group() -> None:
         dist.destroy_process_group()
 
 
-def run_pretrain(*args) -> int:
+def run_stage(stage, *args):
+    """Run one training stage and release the process group afterwards, also when it fails."""
     try:
-        result = pretrain_stage(*args)
+        return stage(*args)
     finally:
         release_process_group()
+
+
+def run_pretrain(*args) -> int:
+    result = run_stage(pretrain_stage, *args)
     if _main_process():
         print(f"\nPretrained model: {result.output_dir}")
         print(f"Next: medgspo sft --config recipes/tiny/sft.yaml --model_name_or_path {result.output_dir}")
@@ -55,10 +60,7 @@ def run_pretrain(*args) -> int:
 
 
 def run_sft(*args) -> int:
-    try:
-        result = sft_stage(*args)
-    finally:
-        release_process_group()
+    result = run_stage(sft_stage, *args)
     if _main_process():
         print(f"\nSFT adapter: {result.output_dir}")
         print(f"Summary:     {result.output_dir / 'sft_summary.json'}")
@@ -66,10 +68,7 @@ def run_sft(*args) -> int:
 
 
 def run_gspo(*args) -> int:
-    try:
-        result = gspo_stage(*args)
-    finally:
-        release_process_group()
+    result = run_stage(gspo_stage, *args)
     if _main_process():
         print(f"\nGSPO adapter: {result.output_dir}")
         print(f"Metrics:      {result.output_dir / 'metrics.jsonl'}")
