@@ -32,6 +32,7 @@ def test_pretraining_trains_every_parameter_and_saves_a_base_model(tiny_model_di
     out = tmp_path / "pretrain"
     result = run_pretrain(*pretrain_args(tiny_model_dir, out, "--max_steps", "6"))
     assert result.summary["global_step"] == 6 and result.summary["records"] == 16
+    assert result.summary["truncated_too_long"] == 0  # 48 characters of reasoning fit the recipe's 256 tokens
     assert json.loads((out / "pretrain_summary.json").read_text())["global_step"] == 6
 
     # A full model folder (no adapter) with the tokenizer and the chat template SFT and evaluation need.

@@ -176,9 +176,14 @@ def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
     # ---- stage 0: pretraining (the embedded tiny model only) --------------------------------------------------
     pretrained = None
     if wants_pretraining(pipe_args.pretrain, sft_cfg[3].model_name_or_path):
-        pre_argv = ["--config", pipe_args.pretrain_config, *routed["pretrain"]]
+        pre_argv = [
+            "--config",
+            pipe_args.pretrain_config,
+            *routed["pretrain"],
+            "--output_dir",
+            str(run_dir / "pretrain"),
+        ]
         pre_cfg = parse(make_parser(PRETRAIN_ARGUMENTS, "medgspo pipeline (pretraining)"), pre_argv)
-        pre_cfg[2].output_dir = str(run_dir / "pretrain")
         pretrained = run_pretrain(*pre_cfg)
         seeds["pretrain"] = pre_cfg[2].seed
         sft_cfg[3].model_name_or_path = str(pretrained.output_dir)  # SFT, GSPO and evaluation start from it

@@ -301,7 +301,8 @@ def _pretrain_table(pre: Mapping[str, Any] | None) -> list[str]:
         "| | value |",
         "|---|---|",
         f"| from | `{pre['base_model']}` (random weights), every parameter trained on plain text |",
-        f"| records | {pre['records']} (the ones SFT uses: question, opening of the reasoning, answer) |",
+        f"| records / cut at the length limit | {pre['records']} / {pre['truncated_too_long']} (the ones SFT uses: "
+        "question, opening of the reasoning, answer) |",
         f"| optimizer steps | {pre['global_step']} |",
         f"| training loss (mean) / last token accuracy | {_fmt(pre.get('train_loss'))} / {_fmt(pre.get('final_token_accuracy'))} |",
         "",

@@ -84,8 +84,12 @@ def run_pretrain(
 
     training_args.dataset_text_field = "text"
     training_args.completion_only_loss = False
-    texts = Dataset.from_list([{"text": pretraining_text(r, text_args.pretrain_think_chars)} for r in train])
-    trainer = SFTTrainer(model=model, args=training_args, train_dataset=texts, processing_class=tokenizer)
+    texts = [pretraining_text(r, text_args.pretrain_think_chars) for r in train]
+    limit = training_args.max_length
+    truncated = sum(len(tokenizer(t)["input_ids"]) > limit for t in texts) if limit else 0
+    logger.info("Pretraining on %d records, %d of them cut at --max_length %s tokens", len(texts), truncated, limit)
+    dataset = Dataset.from_list([{"text": t} for t in texts])
+    trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
     result = trainer.train()
 
     trainer.save_model(str(output_dir))
@@ -93,6 +97,7 @@ def run_pretrain(
         "base_model": model_args.model_name_or_path,
         "model_path": model_path,
         "records": len(train),
+        "truncated_too_long": truncated,
         "global_step": result.global_step,
         "train_loss": result.training_loss,
         "final_token_accuracy": next(
