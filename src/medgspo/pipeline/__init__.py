@@ -1,4 +1,4 @@
-"""The main job, ``medgspo pipeline``: tiny model -> SFT -> GSPO -> evaluation of base/SFT/GSPO -> report.
+"""The main job, ``medgspo pipeline``: (tiny: pretraining ->) SFT -> GSPO -> evaluation of base/SFT/GSPO -> report.
 :mod:`.job` runs the stages, :mod:`.report` writes ``summary.json`` and ``report.md``, :mod:`.cli` is the command.
 
     medgspo pipeline                      # tiny Qwen3.5 model, bundled data, offline reference judge, CPU
