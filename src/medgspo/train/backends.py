@@ -102,11 +102,16 @@ def check_rollout_engine(training_args: Any, backend: str = "transformers") -> N
         raise ConfigError("--use_vllm true needs a CUDA GPU; none is visible. Set --use_vllm false on this machine.")
 
 
+def linear_attention_layers(config: Any) -> int:
+    """How many gated-DeltaNet (linear-attention) layers a model config has, text or vision-language."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return sum(t == "linear_attention" for t in getattr(text, "layer_types", None) or [])
+
+
 def kernel_note(config: Any) -> str | None:
     """What to install, and what going without costs, when a CUDA run of a model with gated-DeltaNet layers lacks
     their kernel packages; ``None`` on a CPU, for other models, or when both are installed."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    n_linear = sum(t == "linear_attention" for t in getattr(text, "layer_types", None) or [])
+    n_linear = linear_attention_layers(config)
     if not n_linear or not cuda_available():
         return None
     missing = [dist for module, dist in KERNEL_PACKAGES.items() if not package_available(module)]
@@ -162,8 +167,7 @@ def cuda_device() -> tuple[str, tuple[int, int], str | None] | None:
 
 def fla_training_problem(config: Any) -> str | None:
     """Why training this model on this GPU would stop at its first backward pass, or ``None``."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if "linear_attention" not in (getattr(text, "layer_types", None) or []) or not cuda_available():
+    if not linear_attention_layers(config) or not cuda_available():
         return None
     device = cuda_device() if package_available("fla") else None
     if device is None:
