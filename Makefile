@@ -6,14 +6,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU users get the pinned CPU build of torch; GPU users: see README ("GPU install").
 TORCH_SPEC ?= torch==2.13.0
+# Every install goes through the pins the suite passed with (build environments included); `make pins` refreshes them.
+PINS := $(CURDIR)/constraints-cpu.txt
+PIP := PIP_CONSTRAINT=$(PINS) $(BIN)/pip
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint clean pins
 
 $(BIN)/medgspo: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -c constraints-cpu.txt -e ".[dev]"
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --quiet "$(TORCH_SPEC)"
+	$(PIP) install --quiet -e ".[dev]"
 	@touch $@
 
 install: $(BIN)/medgspo
@@ -28,5 +31,9 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
+# Upgrade every dependency in a throwaway venv, run the suite, and rewrite constraints-cpu.txt if it passes.
+pins:
+	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash scripts/refresh-pins.sh
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-pins runs .pytest_cache

@@ -6,8 +6,9 @@ import pytest
 
 from medgspo.cli import main
 from medgspo.pipeline import route_arguments
+from medgspo.pipeline.findings import findings
 from medgspo.pipeline.job import even_sample
-from medgspo.pipeline.report import findings, pick_samples, readable, summary_document
+from medgspo.pipeline.report import pick_samples, readable, summary_document
 
 SHORT = [
     "--sft.max_steps",
@@ -94,7 +95,9 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path, capsys):
         assert section in report, section
     assert "\ufffd" not in report
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    assert set(summary) == {"wall_s", "models"} and summary["wall_s"] > 0
+    assert set(summary) == {"wall_s", "models", "paired"} and summary["wall_s"] > 0
+    for paired in summary["paired"].values():  # GSPO minus SFT on the questions both were judged on, or None
+        assert paired is None or (set(paired) == {"n", "mean", "ci"} and paired["ci"][0] <= paired["mean"])
     assert set(summary["models"]) == {"base", "sft", "gspo"}
     for model in summary["models"].values():
         assert model["heldout"]["n"] == 3 and model["seen"]["n"] == 2
@@ -188,7 +191,22 @@ def test_summary_json_has_the_issue_shape():
                 },
             }
         },
+        "paired": {},
     }
+
+
+def test_summary_json_pairs_gspo_with_sft_question_by_question():
+    # q1: -1.0 -> +2.0 (+3.0); q2: +2.0 -> +2.0 (0.0); q3: SFT not judged, left out of the pairs
+    rows = [
+        {"model": m, "question": q, "score": s}
+        for m, q, s in [("sft", "q1", -1.0), ("gspo", "q1", 2.0), ("sft", "q2", 2.0), ("gspo", "q2", 2.0)]
+        + [("sft", "q3", None), ("gspo", "q3", 2.0), ("base", "q1", -1.0)]
+    ]
+    doc = summary_document(1.0, {}, {"seen": rows, "heldout": rows[:1]})
+    assert doc["paired"]["seen"]["n"] == 2 and doc["paired"]["seen"]["mean"] == 1.5
+    low, high = doc["paired"]["seen"]["ci"]
+    assert 0.0 <= low <= 1.5 <= high <= 3.0
+    assert doc["paired"]["heldout"] is None  # no question judged for both
 
 
 def test_findings_say_whether_gspo_beat_sft_and_kept_its_variety():

@@ -45,7 +45,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("medgspo.serve.cli", "OpenAI-compatible API and web page for a model (http://127.0.0.1:8000)."),
     "export": ("medgspo.serve.cli", "Merge a LoRA adapter into its base model; save a standalone folder."),
 }
-UNSLOTH_COMMANDS = ("sft", "gspo", "pipeline")  # Unsloth must be imported before transformers/TRL when asked for
+UNSLOTH_COMMANDS = ("sft", "gspo", "pipeline")
+CONSOLE_COMMANDS = (
+    "pipeline",
+    "pretrain",
+    "sft",
+    "gspo",
+    "eval",
+)  # a start line, one bar and an end line per stage  # Unsloth must be imported before transformers/TRL when asked for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"medgspo {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="Only warnings and errors in the log.")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Print what the libraries print: every logged metric dict, data-processing bars, repeated warnings "
+        "(also accepted after the command).",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -77,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     rest = argv[argv.index(args.command) + 1 :]
+    verbose = args.verbose or any(flag in rest for flag in ("--verbose", "-v"))
+    rest = [a for a in rest if a not in ("--verbose", "-v")]
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -84,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name in ("httpx", "httpx2"):  # one INFO line per judge request otherwise
         logging.getLogger(name).setLevel(logging.WARNING)
+    if args.command in CONSOLE_COMMANDS:
+        from medgspo.utils.console import quiet_libraries
+
+        quiet_libraries(verbose)
     from medgspo.judge.config import JudgeFatalError
 
     try:

@@ -137,7 +137,11 @@ class OpenTask(Task):
             "cost_usd": round(stats.cost(self.config.prices), 6),
         }
         logger.info(
-            "%s: mean score %s over %d judged of %d", label, summary["mean_score"], summary["judged"], len(rows)
+            "%s: mean score %s over %d judged of %d",
+            label,
+            "n/a" if summary["mean_score"] is None else f"{summary['mean_score']:+.2f}",
+            summary["judged"],
+            len(rows),
         )
         return rows, summary
 

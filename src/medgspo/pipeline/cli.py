@@ -48,7 +48,7 @@ COMMANDS = [
         "The main job: tiny model -> plain-text pretraining (the tiny model only) -> SFT -> GSPO -> evaluation on "
         "held-out and seen questions -> report.md and summary.json. `--pretrain.FIELD v` / `--sft.FIELD v` / "
         "`--gspo.FIELD v` override one stage's recipe; --model_name_or_path, --dataset_name, --eval_size, "
-        "--split_seed go to every stage.",
+        "--split_seed, --seed go to every stage.",
         own_parsing=True,
     )
 ]

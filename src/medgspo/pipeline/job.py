@@ -7,7 +7,7 @@ SFT and GSPO with the same judge on the held-out split *and* on a fixed sample o
 
 Flags: ``--run_dir``, ``--pretrain``, ``--pretrain_config``, ``--sft_config``, ``--gspo_config`` and the evaluation
 flags of :class:`PipelineArguments`; shared fields (``--model_name_or_path``, ``--dataset_name``, ``--eval_size``,
-``--split_seed``, ``--judge_*``) go to every stage that takes them; ``--pretrain.FIELD VALUE``, ``--sft.FIELD VALUE``
+``--split_seed``, ``--seed``, ``--judge_*``) go to every stage that takes them; ``--pretrain.FIELD VALUE``, ``--sft.FIELD VALUE``
 and ``--gspo.FIELD VALUE`` override one stage's recipe (``--sft.max_steps 5``).
 """
 
@@ -26,12 +26,21 @@ from medgspo.judge.arguments import JudgeArguments
 from medgspo.judge.preflight import preflight
 from medgspo.pipeline.report import SPLITS, machine_info, pick_samples, summary_document, write_report
 from medgspo.utils.cli import make_parser, parse
+from medgspo.utils.console import announce
 from medgspo.utils.io import write_json
 from medgspo.utils.paths import RECIPES
 
 logger = logging.getLogger(__name__)
 
-SHARED_FIELDS = {"model_name_or_path", "dataset_name", "dataset_config", "eval_size", "split_seed", "skip_invalid"}
+SHARED_FIELDS = {
+    "model_name_or_path",
+    "dataset_name",
+    "dataset_config",
+    "eval_size",
+    "split_seed",
+    "skip_invalid",
+    "seed",  # the training seed of every stage (pretraining, SFT, GSPO); evaluation keeps --eval_seed
+}
 SUMMARY_FILE = "summary.json"
 STAGE_PREFIXES = ("pretrain", "sft", "gspo")
 PRETRAIN_MODES = ("auto", "yes", "no")
@@ -221,6 +230,11 @@ def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
     models += [("gspo", base, str(gspo.output_dir))] if gspo else []
     judge_config = judge_args.to_config(run_dir / "judge_cache.sqlite")
     summaries, rows = {}, {}
+    announce(
+        f"Evaluation: {', '.join(m[0] for m in models)} on {len(records['heldout'])} held-out and "
+        f"{len(records['seen'])} seen questions ({'sampled' if pipe_args.eval_sample else 'greedy'}, "
+        f"{pipe_args.eval_max_new_tokens} new tokens, judge {judge_config.backend})"
+    )
     for split in SPLITS:
         if not records[split]:
             continue
@@ -234,6 +248,7 @@ def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
             max_new_tokens=pipe_args.eval_max_new_tokens,
             do_sample=pipe_args.eval_sample,
             seed=pipe_args.eval_seed,
+            show_progress=False,  # one line per model instead (a bar per model and per split fills the screen)
         )
         rows[split] = [
             json.loads(line) for line in (out / "generations.jsonl").read_text(encoding="utf-8").splitlines()
@@ -242,7 +257,7 @@ def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
     # ---- report -------------------------------------------------------------------------------------------------
     samples = {split: pick_samples(split_rows) for split, split_rows in rows.items()}
     wall_s = time.perf_counter() - start
-    summary = summary_document(wall_s, summaries)
+    summary = summary_document(wall_s, summaries, rows)
     ctx = {
         "run_dir": run_dir,
         "wall_s": wall_s,

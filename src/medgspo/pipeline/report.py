@@ -1,9 +1,10 @@
 """What the main job reports: ``summary.json`` (machine-readable), ``report.md`` and the samples (pure, no models).
 
 * :func:`summary_document`: ``{"wall_s", "models": {"base"|"sft"|"gspo": {"heldout"|"seen": {"n",
-  "format_compliance", "mean_score", "ci": [lo, hi], "distinct_answers"}}}}``, the numbers the report prints;
-* :func:`findings`: plain statements of what each stage did, computed from the evaluation and the GSPO metrics,
-  including when it did nothing visible or collapsed;
+  "format_compliance", "mean_score", "ci": [lo, hi], "distinct_answers"}}}, "paired": {split: {"n", "mean",
+  "ci"}}}``, the numbers the report prints (``paired``: GSPO minus SFT, question by question, the headline);
+* the findings (:mod:`medgspo.pipeline.findings`): plain statements of what each stage did, including when it
+  did nothing visible or collapsed;
 * :func:`pick_samples`: one representative question per split (the most typical, not the best);
 * :func:`readable`: completion text as a person can read it (no U+FFFD from a half character);
 * :func:`write_report`: ``report.md`` with the machine, the seeds, the tables, the plots and the samples.
@@ -18,7 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medgspo.eval.metrics import bootstrap_ci, markdown_table
+from medgspo.eval.metrics import markdown_table
+from medgspo.pipeline.findings import findings, paired_scores
 from medgspo.utils.io import write_text
 
 SPLITS = ("heldout", "seen")
@@ -51,13 +53,24 @@ def split_summary(s: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def summary_document(wall_s: float, summaries: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
-    """``summary.json`` from the per-split evaluation summaries (``{split: {model: summary}}``)."""
+def summary_document(
+    wall_s: float,
+    summaries: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    generations: Mapping[str, list[Mapping[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """``summary.json`` from the per-split evaluation summaries (``{split: {model: summary}}``) and, from the
+    per-split generation rows, ``paired``: GSPO minus SFT question by question (:func:`paired_scores`) per split.
+
+    >>> rows = [{"model": m, "question": "q", "score": s} for m, s in [("sft", 0.5), ("gspo", 2.0)]]
+    >>> summary_document(1.0, {}, {"seen": rows})["paired"]
+    {'seen': {'n': 1, 'mean': 1.5, 'ci': [1.5, 1.5]}}
+    """
     models: dict[str, dict[str, Any]] = {}
     for split, by_model in summaries.items():
         for name, s in by_model.items():
             models.setdefault(name, {})[split] = split_summary(s)
-    return {"wall_s": round(wall_s, 1), "models": models}
+    paired = {split: paired_scores(rows) for split, rows in (generations or {}).items()}
+    return {"wall_s": round(wall_s, 1), "models": models, "paired": paired}
 
 
 def machine_info() -> dict[str, Any]:
@@ -140,134 +153,6 @@ def format_sample(name: str, gen: Mapping[str, Any]) -> str:
     status = "well-formed" if gen["well_formed"] else "not well-formed"
     score = "no score" if gen["score"] is None else f"{gen['score']:+.1f}"
     return f"**{MODEL_TITLES.get(name, name)}** ({status}; judge: {gen['verdict']}, {score})\n\n> 思考: {thinking}\n>\n> 回答: {answer}\n"
-
-
-# ---- findings -----------------------------------------------------------------------------------------------------
-def _interval(s: Mapping[str, Any]) -> str:
-    if s.get("mean_score") is None:
-        return "no judged answers"
-    return f"{s['mean_score']:+.2f} [{s['score_ci_low']:+.2f}, {s['score_ci_high']:+.2f}]"
-
-
-def compare_scores(sft: Mapping[str, Any], gspo: Mapping[str, Any]) -> str:
-    """GSPO's mean judged score against SFT's, and whether their 95% intervals are apart.
-
-    >>> a = {"mean_score": -1.0, "score_ci_low": -1.0, "score_ci_high": -1.0}
-    >>> compare_scores(a, {"mean_score": 0.2, "score_ci_low": -0.3, "score_ci_high": 0.8})
-    'GSPO +0.20 [-0.30, +0.80] vs SFT -1.00 [-1.00, -1.00]: GSPO higher, intervals do not overlap'
-    """
-    text = f"GSPO {_interval(gspo)} vs SFT {_interval(sft)}"
-    if gspo.get("mean_score") is None or sft.get("mean_score") is None:
-        return text
-    if gspo["score_ci_low"] > sft["score_ci_high"]:
-        return text + ": GSPO higher, intervals do not overlap"
-    if gspo["score_ci_high"] < sft["score_ci_low"]:
-        return text + ": GSPO lower, intervals do not overlap"
-    return text + ": the intervals overlap (no difference shown)"
-
-
-def paired_difference(rows: list[Mapping[str, Any]], a: str = "sft", b: str = "gspo") -> str | None:
-    """Model ``b``'s score minus ``a``'s on the same questions (both judged), with a 95% bootstrap interval.
-
-    Pairing removes the spread between questions, so it can show a difference two separate intervals cannot.
-
-    >>> rows = [{"model": m, "question": q, "score": s} for m, q, s in
-    ...         [("sft", "q1", -1.0), ("gspo", "q1", 2.0), ("sft", "q2", 2.0), ("gspo", "q2", 2.0),
-    ...          ("sft", "q3", None), ("gspo", "q3", 2.0)]]
-    >>> paired_difference(rows)
-    'paired, GSPO minus SFT on the 2 questions both were judged on: +1.50 [+0.00, +3.00]'
-    """
-    scores: dict[str, dict[str, float]] = {a: {}, b: {}}
-    for row in rows:
-        if row.get("model") in scores and row.get("score") is not None:
-            scores[row["model"]][row["question"]] = float(row["score"])
-    both = [q for q in scores[b] if q in scores[a]]
-    if not both:
-        return None
-    diffs = [scores[b][q] - scores[a][q] for q in both]
-    low, high = bootstrap_ci(diffs)
-    return (
-        f"paired, {b.upper()} minus {a.upper()} on the {len(both)} questions "
-        f"both were judged on: {sum(diffs) / len(diffs):+.2f} [{low:+.2f}, {high:+.2f}]"
-    )
-
-
-def _quarters(values: list[float]) -> tuple[float, float]:
-    quarter = max(1, len(values) // 4)
-    first, last = values[:quarter], values[-quarter:]
-    return sum(first) / len(first), sum(last) / len(last)
-
-
-def training_notes(gspo_rows: list[Mapping[str, Any]]) -> list[str]:
-    """The GSPO reward and the judge's +2.0 share, first quarter of the steps against the last, and clipping."""
-    rewards = [r["reward"] for r in gspo_rows if "reward" in r]
-    if not rewards:
-        return []
-    f, la = _quarters(rewards)
-    notes = [
-        f"GSPO training reward {'rose' if la > f else 'did not rise'}: first-quarter mean {f:.3f} -> last {la:.3f}."
-    ]
-    tiers = [r for r in gspo_rows if "judge/tier_A" in r]
-    if tiers:
-        shares = [
-            r["judge/tier_A"]
-            / max(1.0, sum(r.get(f"judge/tier_{t}", 0.0) for t in "ABCDE") + r.get("judge/abstained", 0.0))
-            for r in tiers
-        ]
-        f, la = _quarters(shares)
-        notes.append(
-            f"Rollouts the judge scored +2.0 during GSPO: {f:.0%} of the first quarter's -> {la:.0%} of the last's."
-        )
-    clipped = [r["clip_ratio/region_mean"] for r in gspo_rows if "clip_ratio/region_mean" in r] or [0.0]
-    notes.append(
-        f"Sequences clipped by GSPO: max {max(clipped):.0%} of a minibatch, mean {sum(clipped) / len(clipped):.1%}."
-    )
-    return notes
-
-
-def findings(
-    summaries: Mapping[str, Mapping[str, Mapping[str, Any]]],
-    gspo_rows: list[Mapping[str, Any]],
-    generations: Mapping[str, list[Mapping[str, Any]]] | None = None,
-) -> list[str]:
-    """Plain statements of what each stage did, including when it did nothing visible."""
-    notes = []
-    for split, by_model in summaries.items():
-        base, sft, gspo = (by_model.get(k) for k in ("base", "sft", "gspo"))
-        steps = " -> ".join(f"{name} {s['format_compliance']:.0%}" for name, s in by_model.items())
-        notes.append(f"Format compliance on {split} questions: {steps}.")
-        if sft and gspo:
-            paired = paired_difference((generations or {}).get(split, []))
-            notes.append(
-                f"Mean judged score on {split} questions: {compare_scores(sft, gspo)}"
-                + (f"; {paired}." if paired else ".")
-            )
-    notes += training_notes(gspo_rows)
-    held = summaries.get("heldout", {})
-    notes += collapse_warning(held.get("sft"), held.get("gspo"))
-    return notes
-
-
-def collapse_warning(sft: Mapping[str, Any] | None, gspo: Mapping[str, Any] | None) -> list[str]:
-    """Whether GSPO kept at least half of SFT's distinct answers on held-out questions; a plain warning if not.
-
-    >>> collapse_warning({"distinct_answers": 0.9}, {"distinct_answers": 0.1})[0][:46]
-    'GSPO answers collapsed: 10% distinct vs 90% af'
-    >>> collapse_warning({"distinct_answers": 0.9}, {"distinct_answers": 0.8})[0][:43]
-    'GSPO kept its variety: 80% distinct answers'
-    """
-    before, after = (sft or {}).get("distinct_answers"), (gspo or {}).get("distinct_answers")
-    if before is None or after is None:
-        return []
-    if after >= 0.5 * before:
-        return [
-            f"GSPO kept its variety: {after:.0%} distinct answers on held-out questions vs {before:.0%} after SFT."
-        ]
-    return [
-        f"GSPO answers collapsed: {after:.0%} distinct vs {before:.0%} after SFT on held-out questions. The policy "
-        "found a few answers its judge scores better than its usual ones and gives them to every question: reward "
-        "hacking, not medical skill. Read the reward curve with this in mind."
-    ]
 
 
 # ---- report.md ----------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from medgspo.train.batching import clipping_diagnosis, judge_concurrency_per_pro
 from medgspo.train.callbacks import make_format_callback, make_metrics_callback, save_chat_files
 from medgspo.train.checkpoints import last_checkpoint
 from medgspo.train.configs import MedGSPOConfig, MedModelConfig, validate_common
+from medgspo.utils.console import announce, use_stage_console
 from medgspo.utils.io import write_json
 
 logger = logging.getLogger(__name__)
@@ -147,8 +148,13 @@ def run_gspo(
         peft_config=peft_config,
         callbacks=[make_format_callback(chat_format, tokenizer), make_metrics_callback(metrics_path, judge)],
     )
+    use_stage_console(trainer, "GSPO")
     log_model_notes(trainer.model)  # what the LoRA adapts per layer kind; GPU kernels to install
     check_training_kernels(trainer.model)  # kernels that would refuse the backward pass: stop now, say why
+    announce(
+        f"GSPO: {len(train)} prompts x {training_args.num_generations} completions, {training_args.max_steps} steps, "
+        f"judge {judge_config.backend} -> {output_dir}"
+    )
     result = trainer.train(resume_from_checkpoint=resume)
 
     # ---- save ---------------------------------------------------------------------------------------------------
@@ -186,7 +192,7 @@ def run_gspo(
     }
     if main_process:
         write_json(output_dir / SUMMARY_FILE, summary)
-        logger.info("GSPO adapter saved to %s", output_dir)
+        announce(f"GSPO done: {result.global_step} steps, adapter saved to {output_dir}")
     return GSPOResult(output_dir, summary)
 
 

@@ -24,6 +24,7 @@ from medgspo.data.arguments import DataArguments, load_split
 from medgspo.data.chat_format import shorten
 from medgspo.errors import ConfigError
 from medgspo.train.configs import MedModelConfig, MedSFTConfig
+from medgspo.utils.console import announce, use_stage_console
 from medgspo.utils.io import write_json
 
 logger = logging.getLogger(__name__)
@@ -87,9 +88,13 @@ def run_pretrain(
     texts = [pretraining_text(r, text_args.pretrain_think_chars) for r in train]
     limit = training_args.max_length
     truncated = sum(len(tokenizer(t)["input_ids"]) > limit for t in texts) if limit else 0
-    logger.info("Pretraining on %d records, %d of them cut at --max_length %s tokens", len(texts), truncated, limit)
     dataset = Dataset.from_list([{"text": t} for t in texts])
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
+    use_stage_console(trainer, "pretrain")
+    announce(
+        f"Pretraining: {len(texts)} texts ({truncated} cut at {limit} tokens), "
+        f"{training_args.num_train_epochs:g} epochs -> {output_dir}"
+    )
     result = trainer.train()
 
     trainer.save_model(str(output_dir))
@@ -112,7 +117,7 @@ def run_pretrain(
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(output_dir)  # with the chat template: SFT and evaluation read it from here
         write_json(output_dir / SUMMARY_FILE, summary)
-        logger.info("Pretrained model saved to %s", output_dir)
+        announce(f"Pretraining done: loss {result.training_loss:.3f}, model saved to {output_dir}")
     return PretrainResult(output_dir, summary)
 
 

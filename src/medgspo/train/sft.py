@@ -24,6 +24,7 @@ from medgspo.errors import ConfigError
 from medgspo.train.callbacks import make_format_callback, save_chat_files
 from medgspo.train.checkpoints import last_checkpoint
 from medgspo.train.configs import MedModelConfig, MedSFTConfig, validate_common
+from medgspo.utils.console import announce, use_stage_console
 from medgspo.utils.io import write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -135,8 +136,10 @@ def run_sft(
         peft_config=peft_config,
         callbacks=[make_format_callback(chat_format, tokenizer)],
     )
+    use_stage_console(trainer, "SFT")
     log_model_notes(trainer.model)  # what the LoRA adapts per layer kind; GPU kernels to install
     check_training_kernels(trainer.model)  # kernels that would refuse the backward pass: stop now, say why
+    announce(f"SFT: {len(train)} records, {training_args.num_train_epochs:g} epochs -> {output_dir}")
     resume = last_checkpoint(output_dir) if training_args.resume else None
     if training_args.resume and resume is None:
         logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
@@ -159,7 +162,7 @@ def run_sft(
     if trainer.is_world_process_zero():
         save_chat_files(output_dir, chat_format, tokenizer)
         write_json(output_dir / SUMMARY_FILE, summary)
-        logger.info("SFT adapter saved to %s", output_dir)
+        announce(f"SFT done: loss {result.training_loss:.3f}, adapter saved to {output_dir}")
     return SFTResult(output_dir, summary)
 
 
