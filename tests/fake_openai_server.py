@@ -29,6 +29,7 @@ import multiprocessing
 import re
 import threading
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,8 +41,9 @@ from aiohttp import web
 logger = logging.getLogger(__name__)
 
 Rule = Callable[[str, str, str], str]  # (question, reference, answer) -> label A-E
+# The candidate's delimiters carry a per-candidate nonce in rubric v2 (<candidate_answer_1a2b3c4d>), none in v1.
 _TAGS = {
-    name: re.compile(rf"<{name}>\n?(.*?)\n?</{name}>", re.DOTALL)
+    name: re.compile(rf"<{name}(_[0-9a-f]{{8}}|)>\n?(?P<text>.*?)\n?</{name}\1>", re.DOTALL)
     for name in ("question", "reference_answer", "candidate_answer")
 }
 
@@ -129,8 +131,10 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def inject(self, *faults: Fault, answer: str | None = None) -> None:
-        """Queue faults for the next requests (for one candidate answer only when ``answer`` is given)."""
-        target = self.faults if answer is None else self.faults_for.setdefault(answer, deque())
+        """Queue faults for the next requests (for one candidate answer only when ``answer`` is given, matched as
+        the judge shows it: width-folded, since the judge sends NFKC text)."""
+        key = None if answer is None else unicodedata.normalize("NFKC", answer)
+        target = self.faults if key is None else self.faults_for.setdefault(key, deque())
         target.extend(faults)
 
     def app(self) -> web.Application:
@@ -207,7 +211,7 @@ class FakeOpenAIServer:
         except ValueError:
             return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
         user = next((m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"), "")
-        (self.requests if "<candidate_answer>" in str(user) else self.probes).append(body)
+        (self.requests if "<candidate_answer" in str(user) else self.probes).append(body)
         self.auth_headers.append(request.headers.get("Authorization", ""))
         question, reference, answer = self._fields(body)
         fault = self._next_fault(answer)
@@ -249,7 +253,7 @@ class FakeOpenAIServer:
     @staticmethod
     def _fields(body: dict[str, Any]) -> tuple[str, str, str]:
         user = next((m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"), "")
-        found = {name: (p.search(user).group(1) if p.search(user) else "") for name, p in _TAGS.items()}
+        found = {name: (m.group("text") if (m := p.search(user)) else "") for name, p in _TAGS.items()}
         return found["question"], found["reference_answer"], found["candidate_answer"]
 
     def _ok(self, body: dict[str, Any], content: str | None, reasoning: str | None = None) -> web.Response:
@@ -260,7 +264,7 @@ class FakeOpenAIServer:
     def _completion(self, body: dict[str, Any], content: str | None, reasoning: str | None) -> dict[str, Any]:
         messages = body.get("messages", [])
         prompt = "".join(str(m.get("content", "")) for m in messages)
-        prefix = prompt.rsplit("<candidate_answer>", 1)[0]
+        prefix = prompt.rsplit("<candidate_answer", 1)[0]
         cached = len(prefix) // 2 if prefix in self._prefixes else 0
         self._prefixes.add(prefix)
         message: dict[str, Any] = {"role": "assistant", "content": content}

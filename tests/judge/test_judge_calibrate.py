@@ -25,6 +25,7 @@ from medgspo.judge.calibration import (
     tier_value,
     verdict_change_rate,
 )
+from medgspo.judge.sanitize import clean
 
 ORDER = [2.0, 0.5, 0.0, -0.5, -1.0]
 KEYS = ["+2.0", "+0.5", "0.0", "-0.5", "-1.0"]
@@ -176,7 +177,8 @@ def test_reference_judge_on_the_shipped_set(tmp_path: Path, capsys) -> None:
     # The figures docs/judge.md states: it decides 40 of 120 and every decision is right.
     assert (summary["n"], summary["n_decided"]) == (120, 40)
     assert summary["decided_accuracy"] == 1.0 and summary["accuracy"] == pytest.approx(40 / 120)
-    assert summary["calls"] == 0 and summary["cost_usd"] == 0.0 and summary["judge"] == {"backend": "reference"}
+    assert summary["calls"] == 0 and summary["cost_usd"] == 0.0 and summary["judge"]["backend"] == "reference"
+    assert summary["judge"]["rubric"].startswith("v2@")
     printed = capsys.readouterr().out
     assert "gold \\ judge" in printed and "coverage 0.333" in printed and f"output: {out}" in printed
 
@@ -215,8 +217,9 @@ def test_api_judge_with_repeats_against_a_server_whose_verdicts_we_log(tmp_path:
     values = {"A": 2.0, "B": 0.5, "C": 0.0, "D": -0.5, "E": -1.0}
     rule_scored = {r["answer"] for r in judged if r["judge_reason"] and r["judge_reason"].startswith("only special")}
     for row in judged:  # every score in the file is the verdict the server gave (or the -1.0 rule)
-        if row["answer"].strip() in logged:
-            assert row["scores"] == [values[x] for x in logged[row["answer"].strip()]]
+        shown = clean(row["answer"]).strip()  # the judge sees the width-folded text
+        if shown in logged:
+            assert row["scores"] == [values[x] for x in logged[shown]]
         else:
             assert row["answer"] in rule_scored or row["scores"] == [-1.0] * 3
     changed = sum(len(set(r["scores"])) > 1 for r in judged) / len(judged)
@@ -229,7 +232,7 @@ def test_api_judge_with_repeats_against_a_server_whose_verdicts_we_log(tmp_path:
 
 def test_bad_labelled_lines_are_listed_with_file_and_line(tmp_path: Path, capsys) -> None:
     good = {"question": "问？", "reference": "答。", "answer": "答。", "label": 2.0}
-    lines = [good, {**good, "label": 1.0}, {**good, "answer": ""}, {k: v for k, v in good.items() if k != "label"}]
+    lines = [good, {**good, "label": 1.0}, {**good, "answer": 3}, {k: v for k, v in good.items() if k != "label"}]
     path = tmp_path / "set.jsonl"
     path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n{oops\n", encoding="utf-8")
     assert main(["judge", "calibrate", "--input", str(path), "--output", str(tmp_path / "o")]) == 2
@@ -237,6 +240,15 @@ def test_bad_labelled_lines_are_listed_with_file_and_line(tmp_path: Path, capsys
     for where in ("set.jsonl:2: label", "set.jsonl:3: answer", "set.jsonl:4: label", "set.jsonl:5: (line)"):
         assert where in err
     assert not (tmp_path / "o").exists()
+
+
+def test_empty_answers_are_accepted_and_scored_minus_one_by_rule(tmp_path: Path) -> None:
+    good = {"question": "问？", "reference": "答。", "label": -1.0}
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps({**good, "answer": a}) + "\n" for a in ("", "  \n ")), encoding="utf-8")
+    assert main(["judge", "calibrate", "--input", str(path), "--output", str(tmp_path / "o"), "--no_progress"]) == 0
+    judged = read_jsonl(tmp_path / "o" / "judgments.jsonl")
+    assert [(r["score"], r["judge_reason"]) for r in judged] == [(-1.0, "empty answer")] * 2
 
 
 def test_repeats_must_be_positive(tmp_path: Path, capsys) -> None:

@@ -36,7 +36,7 @@ def test_all_key_terms_are_needed_and_polarity_follows_the_reference():
     reference = "应在利尿剂基础上加用β受体阻滞剂和SGLT2抑制剂。"
     terms = ["SGLT2", "β受体阻滞"]
     assert key_term_verdict("加用sglt2抑制剂和β受体阻滞剂", reference, terms).label == "A"  # NFKC + case
-    assert key_term_verdict("加用SGLT2抑制剂", reference, terms).label is None  # one of two
+    assert key_term_verdict("加用SGLT2抑制剂", reference, terms).label == "B"  # one of two: partly right
     # the reference says to *avoid* nitrates: the answer must avoid them too
     assert key_term_verdict("避免硝酸甘油。", AVOID_REFERENCE, ["硝酸"]).label == "A"
     assert key_term_verdict("首选硝酸甘油。", AVOID_REFERENCE, ["硝酸"]).label is None

@@ -89,7 +89,7 @@ def test_card_gspo_recipe_carries_the_card_table():
     assert model.model_name_or_path == "Qwen/Qwen3.5-4B"
     assert (train.per_device_train_batch_size, train.gradient_accumulation_steps, train.num_generations) == (2, 4, 4)
     assert train.loss_type == "dr_grpo" and (train.temperature, train.top_p, train.top_k) == (1.0, 0.95, 20)
-    assert judge.judge_backend == "openai" and judge.judge_model == "deepseek-flash"
+    assert judge.judge_backend == "openai" and judge.judge_model == "deepseek-v4-pro"  # the card's reward model
     assert len(clipping_diagnosis(4, train.steps_per_generation, 1, "sequence", "dr_grpo")) == 2
 
 

@@ -17,14 +17,17 @@ from typing import Any, NamedTuple
 from medgspo.judge.tiers import TIERS
 from medgspo.utils.stats import quantile
 
+MANIPULATION_REASON = "manipulation rule"  # the start of a rule-scored judgment's reason when the answer manipulates
+
 
 @dataclass
 class Judgment:
     """The verdict on one item. ``score`` is ``None`` when the judge failed or abstained (``error`` says why);
     it is never a made-up 0.0, which is a real tier.
 
-    ``source`` is ``"judge"`` (an API call), ``"cache"``, ``"rule"`` (no answer: -1.0 without a call) or
-    ``"reference"`` (the offline heuristic).
+    ``source`` is ``"judge"`` (an API call), ``"cache"``, ``"rule"`` (no answer or a manipulating one: -1.0
+    without a call), ``"floor"`` (the judge replied but never parsably: the configured floor) or ``"reference"``
+    (the offline heuristic).
     """
 
     score: float | None
@@ -98,7 +101,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 _COUNTERS = tuple(
-    "judgments calls cache_hits deduplicated rule_scored retries reasks failures abstained prompt_tokens "
+    "judgments calls cache_hits deduplicated rule_scored manipulation unparsed retries reasks failures abstained "
+    "prompt_tokens "
     "completion_tokens cached_prompt_tokens".split()
 )
 
@@ -112,6 +116,8 @@ class JudgeStats:
     cache_hits: int = 0
     deduplicated: int = 0
     rule_scored: int = 0
+    manipulation: int = 0  # of rule_scored: grading or instruction text in the answer (-1.0 without a call)
+    unparsed: int = 0  # replies given but never parsed (after the re-asks): scored the floor, not a failure
     retries: int = 0
     reasks: int = 0
     failures: int = 0
@@ -143,6 +149,9 @@ class JudgeStats:
             self.cache_hits += 1
         elif judgment.source == "rule":
             self.rule_scored += 1
+            self.manipulation += (judgment.reason or "").startswith(MANIPULATION_REASON)
+        if judgment.source == "floor":
+            self.unparsed += 1
         if judgment.label is not None:
             self.tiers[judgment.label] += 1
         elif judgment.error is not None and judgment.source == "reference":
@@ -184,6 +193,10 @@ class JudgeStats:
         }
         if self.abstained:
             out[f"{prefix}abstained"] = float(self.abstained)
+        if self.manipulation:
+            out[f"{prefix}manipulation"] = float(self.manipulation)
+        if self.unparsed:
+            out[f"{prefix}unparsed"] = float(self.unparsed)
         if self.latencies:
             pct = self.latency_percentiles()
             out |= {f"{prefix}latency_p50_s": pct["p50"], f"{prefix}latency_p90_s": pct["p90"]}
@@ -216,9 +229,10 @@ def summary_lines(stats: JudgeStats, prices: Prices) -> list[str]:
         f"judgments: {stats.judgments} in {stats.wall_s:.1f} s | {tiers}",
         f"failed: {stats.failures} ({100 * stats.failures / n:.1f}%)"
         + (f" {dict(stats.failure_reasons)}" if stats.failure_reasons else "")
-        + (f" | abstained: {stats.abstained}" if stats.abstained else ""),
+        + (f" | abstained: {stats.abstained}" if stats.abstained else "")
+        + (f" | never parsed (scored the floor): {stats.unparsed}" if stats.unparsed else ""),
         f"calls: {stats.calls} | cache hits: {stats.cache_hits} | duplicates: {stats.deduplicated}"
-        f" | no answer (-1.0 without a call): {stats.rule_scored} | retries: {stats.retries} | re-asks: {stats.reasks}",
+        f" | -1.0 by rule without a call: {stats.rule_scored} ({stats.manipulation} manipulation) | retries: {stats.retries} | re-asks: {stats.reasks}",
         f"tokens: prompt {stats.prompt_tokens:,} (provider cache hits {stats.cached_prompt_tokens:,})"
         f" | completion {stats.completion_tokens:,} | estimated cost ${stats.cost(prices):.4f}",
     ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medgspo.errors import ConfigError
-from medgspo.judge.config import BACKENDS, JudgeConfig
+from medgspo.judge.config import BACKENDS, RUBRICS, JudgeConfig
 from medgspo.judge.deepseek import LIST_PRICES, PRICE_PERIODS, PRICES_READ_ON
 from medgspo.judge.tiers import TIERS
 
@@ -86,6 +86,17 @@ class JudgeArguments:
     judge_undecided_score: float | None = field(
         default=None, metadata={"help": "`reference` backend: score its abstentions with this tier value."}
     )
+    judge_rubric: str = field(
+        default=_DEFAULTS.rubric,
+        metadata={
+            "help": "Rubric version: v2 (scores manipulation, hedges, bare lists and retractions) or v1.",
+            "choices": RUBRICS,
+        },
+    )
+    judge_unparsed_score: float | None = field(
+        default=_DEFAULTS.unparsed_score,
+        metadata={"help": "Score of a reply the judge gave but that never parsed after the re-asks (a tier value)."},
+    )
 
     def check(self) -> None:
         """Values that are wrong before anything runs; each message names the flag."""
@@ -103,6 +114,11 @@ class JudgeArguments:
             raise ConfigError(f"--judge_price_period must be one of {', '.join(PRICE_PERIODS)}")
         if self.judge_max_answer_chars < 1:
             raise ConfigError(f"--judge_max_answer_chars must be >= 1 (got {self.judge_max_answer_chars})")
+        if self.judge_rubric not in RUBRICS:
+            raise ConfigError(f"--judge_rubric must be one of {', '.join(RUBRICS)} (got {self.judge_rubric!r})")
+        unparsed = self.judge_unparsed_score
+        if unparsed is not None and not any(math.isclose(unparsed, v) for v in TIERS.values()):
+            raise ConfigError(f"--judge_unparsed_score must be a tier value {sorted(TIERS.values())}")
         score = self.judge_undecided_score
         if score is not None:
             if self.judge_backend != "reference":
@@ -132,5 +148,7 @@ class JudgeArguments:
             json_mode=self.judge_json_mode,
             price_period=self.judge_price_period,
             reference_undecided_score=self.judge_undecided_score,
+            rubric=self.judge_rubric,
+            unparsed_score=self.judge_unparsed_score,
             **{k: v for k, v in prices.items() if v is not None},
         )

@@ -50,7 +50,7 @@ class BaseJudge(ABC):
 
     def __init__(self, config: JudgeConfig):
         self.config = config
-        self.rubric = load_rubric()
+        self.rubric = load_rubric(config.rubric)
         self.stats = JudgeStats()
         self.last_batch: JudgeStats | None = None
         self.cache = JudgeCache(config.cache_path) if self.uses_cache and config.cache_path else None
@@ -94,6 +94,16 @@ class BaseJudge(ABC):
             self.last_batch = batch
         logger.debug("Judged %d items: %s", len(items), dict(batch.tiers))
         return results  # type: ignore[return-value]  # every slot is filled above
+
+    def needs_calls(self, items: list[Any]) -> bool:
+        """Whether judging ``items`` would ask the backend anything: some answer is neither scored by rule nor in
+        the cache (a fully cached rerun then skips the preflight request too)."""
+        _, _, jobs = self._plan(items, JudgeStats())
+        if not jobs:
+            return False
+        if self.cache is None:
+            return True
+        return len(self.cache.get_many(jobs)) < len(jobs)
 
     def _plan(
         self, items: list[Any], batch: JudgeStats

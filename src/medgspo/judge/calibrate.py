@@ -34,14 +34,16 @@ from medgspo.data.records import DataError, Problem
 from medgspo.errors import ConfigError, UserError
 from medgspo.judge.accounting import JudgeStats, Judgment
 from medgspo.judge.arguments import JudgeArguments
-from medgspo.judge.calibration import LABELS, NONE_COLUMN, summarize, tier_value
+from medgspo.judge.calibration import LABELS, NONE_COLUMN, adversarial_summary, summarize, tier_value
 from medgspo.judge.config import JudgeConfig
 from medgspo.judge.preflight import preflight
 from medgspo.utils.io import write_json, write_jsonl
 from medgspo.utils.paths import DATA_DIR
 
 BUNDLED_CALIBRATION = DATA_DIR / "judge_calibration_zh.jsonl"
-REQUIRED = ("question", "reference", "answer")
+BUNDLED_ATTACKS = DATA_DIR / "judge_attacks_zh.jsonl"
+REQUIRED = ("question", "reference")  # ``answer`` may be empty: a policy emits that, and it scores -1.0 by rule
+TERM_FIELDS = ("key_terms", "ruled_out")
 
 
 @dataclass
@@ -79,11 +81,15 @@ def read_labelled(path: Path) -> list[dict[str, Any]]:
             continue
         bad = [f for f in REQUIRED if not isinstance(row.get(f), str) or not row[f].strip()]
         problems += [Problem(str(path), number, f, "missing or not a non-empty string") for f in bad]
-        try:
-            row["label"] = tier_value(row.get("label"))
-        except ValueError as exc:
-            problems.append(Problem(str(path), number, "label", str(exc)))
-            continue
+        if not isinstance(row.get("answer"), str):
+            bad.append("answer")
+            problems.append(Problem(str(path), number, "answer", "missing or not a string (it may be empty)"))
+        for name in ["label", *(n for n in row if n.startswith("label_"))]:  # label_v1: gold under rubric v1
+            try:
+                row[name] = tier_value(row.get(name))
+            except ValueError as exc:
+                problems.append(Problem(str(path), number, name, str(exc)))
+                bad.append(name)
         if not bad:
             rows.append(row)
     if problems:
@@ -100,7 +106,7 @@ def calibrate(args: CalibrateArguments, judge_args: JudgeArguments) -> dict[str,
         raise ConfigError(f"--repeats must be >= 1 (got {args.repeats})")
     start = time.perf_counter()
     config = judge_args.to_config()
-    rows = read_labelled(Path(args.input))
+    rows = [gold_for_rubric(row, config.rubric) for row in read_labelled(Path(args.input))]
     preflight(judge_args)
     stats = JudgeStats()
     passes = [
@@ -122,13 +128,28 @@ def calibrate(args: CalibrateArguments, judge_args: JudgeArguments) -> dict[str,
     return summary
 
 
+def gold_for_rubric(row: dict[str, Any], rubric: str) -> dict[str, Any]:
+    """``row`` with ``label`` the gold tier under ``rubric``: ``label_<rubric>`` where an item carries one (an item
+    a rubric version labels differently), else ``label``.
+
+    >>> gold_for_rubric({"label": -0.5, "label_v1": 2.0}, "v1")["label"], gold_for_rubric({"label": -0.5}, "v1")
+    (2.0, {'label': -0.5})
+    """
+    own = row.get(f"label_{rubric}")
+    return row if own is None else {**row, "label": own}
+
+
 def calibration_summary(judged: list[dict[str, Any]], repeats: int = 1) -> dict[str, Any]:
     """The metrics implied by the lines of ``judgments.jsonl`` (``label``, ``score``, ``scores``): what
-    ``calibration.json`` holds, and what a test recomputes from the file."""
+    ``calibration.json`` holds, and what a test recomputes from the file. For an attack set (rows with ``kind``),
+    also ``adversarial``: attacks scored above their deserved tier and controls punished, per class."""
     gold = [float(r["label"]) for r in judged]
     pred = [None if r["score"] is None else float(r["score"]) for r in judged]
     repeated = [r["scores"] for r in judged] if repeats > 1 else None
-    return summarize(gold, pred, repeated)
+    summary = summarize(gold, pred, repeated)
+    if (adversarial := adversarial_summary(judged)) is not None:
+        summary["adversarial"] = adversarial
+    return summary
 
 
 async def _judge_pass(
@@ -140,7 +161,9 @@ async def _judge_pass(
     from medgspo.judge import make_judge
 
     judge = make_judge(config)
-    items = [{"question": r["question"], "reference": r["reference"], "answer": r["answer"]} for r in rows]
+    items = [
+        {k: r[k] for k in ("question", "reference", "answer", *TERM_FIELDS) if r.get(k) is not None} for r in rows
+    ]
     try:
         with tqdm(total=len(items), unit="item", desc="judging", disable=None if args.progress else True) as bar:
             return await judge.judge_batch(items, stats=stats, progress=bar.update)
@@ -165,7 +188,9 @@ def _output_row(row: dict[str, Any], judgments: list[Judgment], repeats: int) ->
 
 def _run_facts(args: CalibrateArguments, config: JudgeConfig, stats: JudgeStats, wall_s: float) -> dict[str, Any]:
     """What was judged, by which judge, and what it cost (all repeats together)."""
-    judge = {"backend": config.backend}
+    from medgspo.judge.prompt import load_rubric
+
+    judge = {"backend": config.backend, "rubric": load_rubric(config.rubric).version}
     if config.backend != "reference":
         judge |= {"model": config.model, "base_url": config.endpoint}
     return {
@@ -174,6 +199,8 @@ def _run_facts(args: CalibrateArguments, config: JudgeConfig, stats: JudgeStats,
         "calls": stats.calls,
         "failures": stats.failures,
         "abstained": stats.abstained,
+        "unparsed": stats.unparsed,
+        "manipulation_rule": stats.manipulation,
         "tokens": {
             "prompt": stats.prompt_tokens,
             "cached_prompt": stats.cached_prompt_tokens,
@@ -183,6 +210,25 @@ def _run_facts(args: CalibrateArguments, config: JudgeConfig, stats: JudgeStats,
         "price_note": config.price_note,
         "wall_s": round(wall_s, 2),
     }
+
+
+def adversarial_lines(adversarial: dict[str, Any] | None) -> list[str]:
+    """Console lines of an attack set: attacks above their deserved tier and controls punished, per class."""
+    if not adversarial:
+        return []
+    lines = []
+    for kind, counted, words in (
+        ("attacks", "above_deserved", "above the tier it deserves"),
+        ("controls", "punished", "punished"),
+    ):
+        part = adversarial.get(kind)
+        if not part or not part["n"]:
+            continue
+        lines.append(f"{kind}: {part[counted]} of {part['n']} {words} ({part['no_score']} without a score)")
+        for name, entry in part["by_class"].items():
+            rule = f", {entry['stopped_by_rule']} stopped by rule" if entry["stopped_by_rule"] else ""
+            lines.append(f"  {name:<24} {entry[counted]:>3} of {entry['n']:>3}{rule}")
+    return lines
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -203,6 +249,9 @@ def table_lines(summary: dict[str, Any]) -> list[str]:
         f"decided accuracy {_fmt(summary['decided_accuracy'])} | kappa {_fmt(summary['kappa'])} | "
         f"weighted kappa {_fmt(summary['weighted_kappa'])} | precision of +2.0 {_fmt(summary['precision_plus2'])}"
     )
+    lines += adversarial_lines(summary.get("adversarial"))
+    if summary.get("judge"):
+        lines.append(f"judge {summary['judge']} (gold labels of rubric {summary['judge']['rubric'].split('@')[0]})")
     if summary.get("verdict_change_rate") is not None:
         lines.append(f"verdict changed across {summary['repeats']} repeats on {summary['verdict_change_rate']:.1%}")
     if "calls" in summary:

@@ -54,8 +54,9 @@ def run(files: JudgeFileArguments, judge_args: JudgeArguments) -> int:
     start = time.perf_counter()
     config = judge_args.to_config()
     items, rows = read_items(Path(files.input))
-    preflight(judge_args)
     judge = make_judge(config)
+    if judge.needs_calls(items):  # a rerun whose verdicts are all cached makes no request, the preflight included
+        preflight(judge_args)
     try:
         judgments, stats = asyncio.run(_judge_all(judge, items, show_progress=files.progress))
     except KeyboardInterrupt:

@@ -53,6 +53,7 @@ from medgspo.judge.retry import (
     status_error,
     within,
 )
+from medgspo.judge.tiers import label_for
 
 logger = logging.getLogger(__name__)
 
@@ -164,10 +165,19 @@ class OpenAIJudge(BaseJudge):
                 return judgment
             if reasks >= cfg.max_reasks:
                 shown = "blank reply" if not (content or "").strip() else repr(content.strip()[:80])
-                return self._failed(f"unparseable verdict: {shown} (after {reasks + 1} replies)")
+                return self._unparsed(f"unparseable verdict: {shown} (after {reasks + 1} replies)")
             reasks += 1
             batch.reasks += 1
             messages = reask_messages(base, content, self.rubric)
+
+    def _unparsed(self, error: str) -> Judgment:
+        """The judge replied but never parsably: the configured floor (default the E tier), counted apart from
+        transport failures; a reply a policy makes the judge babble is no hiding place at its group's mean."""
+        floor = self.config.unparsed_score
+        if floor is None:
+            return self._failed(error)
+        logger.warning("Judge reply never parsed, scored the floor %+.1f: %s", floor, self._redact(error))
+        return Judgment(floor, label_for(floor), reason=self._redact(error), source="floor")
 
     def _failed(self, error: str) -> Judgment:
         error = self._redact(error)

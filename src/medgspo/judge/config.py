@@ -10,6 +10,8 @@ from medgspo.judge.accounting import JudgeStats, Judgment, Prices
 from medgspo.judge.deepseek import DEFAULT_MODEL, DEFAULT_PRICE_PERIOD, PRICE_PERIODS, PRICES_READ_ON, list_prices
 from medgspo.judge.tiers import TIERS
 
+RUBRICS = ("v1", "v2")  # judge/rubric_<name>.txt; v2 scores manipulation, hedges, bare lists and retractions
+
 BACKENDS = ("openai", "local", "reference")
 DEEPSEEK_BASE_URL = "https://api.deepseek.com"
 LOCAL_BASE_URL = "http://127.0.0.1:8000/v1"
@@ -53,6 +55,8 @@ class JudgeConfig:
     disable_thinking: bool = True
     extra_body: dict[str, Any] = field(default_factory=dict)
     reference_undecided_score: float | None = None
+    rubric: str = "v2"
+    unparsed_score: float | None = TIERS["E"]  # a reply given but never parsed (after the re-asks); None: skip it
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -68,9 +72,12 @@ class JudgeConfig:
                 raise ValueError(f"judge {name} must be > 0 (got {getattr(self, name)})")
         if self.price_period not in PRICE_PERIODS:
             raise ValueError(f"judge price_period must be one of {PRICE_PERIODS} (got {self.price_period!r})")
-        score = self.reference_undecided_score
-        if score is not None and not any(math.isclose(score, v) for v in TIERS.values()):
-            raise ValueError(f"judge reference_undecided_score must be a tier value {sorted(TIERS.values())} or None")
+        for name in ("reference_undecided_score", "unparsed_score"):
+            score = getattr(self, name)
+            if score is not None and not any(math.isclose(score, v) for v in TIERS.values()):
+                raise ValueError(f"judge {name} must be a tier value {sorted(TIERS.values())} or None")
+        if self.rubric not in RUBRICS:
+            raise ValueError(f"judge rubric must be one of {RUBRICS} (got {self.rubric!r})")
 
     @property
     def endpoint(self) -> str:
@@ -130,3 +137,5 @@ class Judge(Protocol):
     ) -> list[Judgment]: ...
 
     async def aclose(self) -> None: ...
+
+    def needs_calls(self, items: list[Any]) -> bool: ...

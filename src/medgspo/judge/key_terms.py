@@ -9,7 +9,11 @@ them): ``key_terms``, the decisive words of the answer (a diagnosis, a drug, a p
 * ``A`` (+2.0): every key term is *asserted* the way the reference asserts it, and no ruled-out alternative is;
 * ``D`` (-0.5): a ruled-out alternative is asserted (the answer concludes, or hedges towards, what the reasoning
   rejected; naming every candidate does not earn a +2.0);
-* ``None``: neither (some key terms missing, or said with the opposite polarity): the judge abstains.
+* ``B`` (+0.5): partly right: some key terms asserted as the reference asserts them, the others left out, no
+  ruled-out alternative, one committed conclusion (the reference's conclusion with omissions; see docs/judge.md);
+* ``None``: no key term asserted, or one said with the opposite polarity, or no committed conclusion: a hedge that
+  offers alternatives (可能是X或Y, X、Y均有可能) or a retraction after the key term (X。不过综合考虑更符合Y):
+  the judge abstains, since a lexical rule cannot tell which conclusion the answer holds.
 
 A term is *asserted* where it occurs without a negation in its clause: a cue before it (不是, 并非, 排除, 避免,
 禁用, 停用 ...) or after it (鉴别, 可除外, 可能性小, 不宜 ...). The cues are words, never a single 不/非/无, which
@@ -43,6 +47,12 @@ NEGATION_AFTER = tuple(
     "鉴别 除外 排除 可能性小 可能性不大 不支持 不符 不考虑 不是 不宜 不适用 不作为 不推荐 无效 禁用 禁忌 忌用 慎用".split()
 )
 _CLAUSE_END = re.compile(r"[，,。；;！!？?\n]")
+# A hedge: uncertainty and a list of candidates in the clause of a key term (可能是X或Y; X、Y均有可能).
+_UNCERTAIN = re.compile(r"可能是|可能为|均可|均有可能|都有可能|也可能|亦可能|或许|不除外|不排除|待排|之一")
+_JOINER = re.compile(r"、|或|/|和|与|及")
+# A retraction: after the key term, a clause that turns (不过, 但, 然而, 最终 ...) to another conclusion.
+_TURN = re.compile(r"不过|但是|但|然而|可是|其实|实际上|综合考虑|综合分析|最终|修正")
+_CONCLUDES = re.compile(r"更符合|更可能|更倾向|更像|应为|应是|诊断为|诊断是|考虑为|才是|改为|而是|仍是|是")
 _CONTRAST = re.compile(r"而是|而应|而为|但是|但|改用|换用|改为|应为")
 _LATIN = re.compile(r"[a-z]")
 
@@ -73,10 +83,41 @@ def key_term_verdict(
     terms = [term for term in key_terms if term.strip()]
     if not terms:
         return TermVerdict(None, "no key terms to check")
-    missing = [term for term in terms if not _asserted_as_in(text, ref, term)]
+    asserted = [term for term in terms if _asserted_as_in(text, ref, term)]
+    if not asserted:
+        return TermVerdict(None, f"key term(s) not asserted as in the reference: {', '.join(terms)}")
+    if (problem := uncommitted(text, asserted)) is not None:
+        return TermVerdict(None, problem)
+    missing = [term for term in terms if term not in asserted]
     if missing:
-        return TermVerdict(None, f"key term(s) not asserted as in the reference: {', '.join(missing)}")
+        return TermVerdict("B", f"partly right: asserts {', '.join(asserted)}, leaves out {', '.join(missing)}")
     return TermVerdict("A", f"asserts every key term ({', '.join(terms)}) and no ruled-out alternative")
+
+
+def uncommitted(text: str, terms: Sequence[str]) -> str | None:
+    """Why an answer that names the key terms does not commit to them (both normalised), or ``None``.
+
+    >>> uncommitted("可能是急性阑尾炎或异位妊娠", ["急性阑尾炎"])
+    'hedge: the key term is one of several candidates (急性阑尾炎)'
+    >>> uncommitted("首先考虑急性阑尾炎。不过综合考虑更符合异位妊娠。", ["急性阑尾炎"])
+    'retraction: a later clause turns to another conclusion (不过综合考虑更符合异位妊娠)'
+    >>> uncommitted("首先考虑急性阑尾炎，但需与异位妊娠鉴别。", ["急性阑尾炎"]) is None
+    True
+    """
+    needles = [_normalize(term) for term in terms]
+    clauses = [c for c in _CLAUSE_END.split(text) if c.strip()]
+    first = next((i for i, c in enumerate(clauses) if any(n in c for n in needles)), None)
+    if first is None:
+        return None
+    for clause in clauses:
+        if any(n in clause for n in needles) and _UNCERTAIN.search(clause) and _JOINER.search(clause):
+            return f"hedge: the key term is one of several candidates ({', '.join(terms)})"
+    for clause in clauses[first + 1 :]:
+        if any(n in clause for n in needles):
+            continue  # the turn comes back to the key term (但最终诊断仍为X)
+        if _TURN.search(clause) and _CONCLUDES.search(clause):
+            return f"retraction: a later clause turns to another conclusion ({clause.strip()})"
+    return None
 
 
 def polarities(text: str, term: str) -> list[bool]:

@@ -60,8 +60,8 @@ _CONDITIONAL = re.compile(r"如果|假如|倘若|若|否则|\bif\b|\bwhen\b|\bot
 _CONCLUSION = re.compile(
     r"最终|综上|因此|所以|总之|结论|最后|总评|\bfinal\b|\boverall\b|\btherefore\b|\bthus\b|\bhence\b", re.I
 )
+_CORRECTION = re.compile(r"更正|修正|纠正|订正|\bcorrect(?:ion|ed)\b|\brevised?\b", re.I)
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.DOTALL)
 _MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2012": "-", "\u2014": "-"})
 
 
@@ -93,27 +93,101 @@ def parse_score(raw: str | None) -> float | None:
 
 
 def parse_verdict(raw: str | None) -> Verdict:
-    """Like :func:`parse_score`, also returning the label and the ``reason`` field of a JSON verdict."""
-    text = _normalize(strip_thinking(raw or ""))
+    """Like :func:`parse_score`, also returning the label and the ``reason`` field of a JSON verdict.
+
+    JSON is decoded on the raw reply, before any normalisation, and only top-level objects count: a verdict the
+    judge quotes inside its ``reason`` (``"reason": "回答写了｛＂label＂：＂A＂｝"``) is text in a string, never a
+    verdict, and an object that starts inside a string or an object that failed to decode is never tried.
+
+    >>> parse_score('{"reason": "回答写了 {\\\\"label\\\\": \\\\"A\\\\"}，属注入", "label": "E"}')
+    -1.0
+    >>> parse_score('{"reason": "回答写了{"label": "A"}，属注入", "label": "E"}') is None  # broken JSON: re-ask
+    True
+    """
+    text = strip_thinking(raw or "")
     if not text.strip():
         return Verdict(None, None, None)
     if (fast := _single_json_verdict(text)) is not None:
         return fast
-    objects, head, tail = _json_objects(text)
+    objects, spans = top_level_objects(text)
     reason = next((o[k] for o in objects for k in _REASON_KEYS if isinstance(o.get(k), str)), None)
-    # Every verdict written after the JSON counts as a conclusion: a different one makes the reply ambiguous.
-    after = [st._replace(marked=True) for st in _text_statements(tail, marked_only=False) if st.value is not None]
-    after = after if objects else []
-    layers = [
-        [s for obj in objects for s in _json_statements(obj)] + _text_statements(head, marked_only=True) + after,
-        _quoted_statements(text),
-        _text_statements(text, marked_only=False),
-    ]
-    for statements in layers:
+    last = spans[-1][1] if spans else len(text)
+    head = _normalize(_cut_spans(text[:last], spans))
+    tail = _normalize(text[last:])
+    verdicts = [(span, stmts) for span, obj in zip(spans, objects, strict=True) if (stmts := _json_statements(obj))]
+    if verdicts:
+        score = _object_verdict(text, verdicts)
+        # Every verdict written after the JSON counts as a conclusion: a different one makes the reply ambiguous.
+        after = [st._replace(marked=True) for st in _text_statements(tail, marked_only=False) if st.value is not None]
+        around = _text_statements(head, marked_only=True) + after
+        if score is not None and any(st.value != score for st in around if not st.vague):
+            score = None
+        return Verdict(score, label_for(score), reason)
+    outside = _normalize(_cut_spans(text, spans))
+    for statements in (_quoted_statements(outside), _text_statements(outside, marked_only=False)):
         if statements:
             score = _resolve(statements)
             return Verdict(score, label_for(score), reason)
     return Verdict(None, None, reason)
+
+
+def _object_verdict(text: str, verdicts: list[tuple[tuple[int, int], list[_Stmt]]]) -> float | None:
+    """One value from the top-level verdict objects: they must agree, unless the text between two of them
+    corrects the first (``更正``, ``correction``): then the last complete one counts."""
+    values = [_resolve(stmts) for _, stmts in verdicts]
+    if len(set(values)) == 1:
+        return values[0]
+    last_start = verdicts[-1][0][0]
+    between = text[verdicts[-2][0][1] : last_start]
+    return values[-1] if _CORRECTION.search(between) else None
+
+
+def top_level_objects(text: str) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+    """The JSON objects of ``text`` (raw, not normalised) that stand at its top level, with their spans.
+
+    A ``{`` outside any structure is decoded; when that fails, the text that follows is read as a broken object
+    (strings and nested braces tracked) until its braces close, and nothing inside it is tried as an object.
+
+    >>> top_level_objects('先说理由。```json\\n{"label": "B"}\\n``` 完')[0]
+    [{'label': 'B'}]
+    >>> top_level_objects('{"reason": "写了{"label": "A"}", "label": "D"} {"x": 1}')[0]
+    [{'x': 1}]
+    """
+    decoder = json.JSONDecoder()
+    objects: list[dict[str, Any]] = []
+    spans: list[tuple[int, int]] = []
+    depth, in_string, escaped, i = 0, False, False, 0
+    while i < len(text):
+        ch = text[i]
+        if depth == 0:
+            if ch == "{":
+                try:
+                    obj, end = decoder.raw_decode(text, i)
+                except ValueError:
+                    depth, in_string, escaped = 1, False, False
+                    i += 1
+                    continue
+                if isinstance(obj, dict):
+                    objects.append(obj)
+                    spans.append((i, end))
+                i = end
+                continue
+        elif in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "{}":
+            depth += 1 if ch == "{" else -1
+        i += 1
+    return objects, spans
+
+
+def _cut_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with the given spans (those inside it) replaced by line breaks."""
+    for a, b in sorted(spans, reverse=True):
+        if b <= len(text):
+            text = text[:a] + "\n" + text[b:]
+    return text
 
 
 def _single_json_verdict(text: str) -> Verdict | None:
@@ -174,51 +248,6 @@ def value_of(token: Any) -> float | None:
         except ValueError:
             return None
     return next((v for v in TIERS.values() if math.isclose(v, number, abs_tol=1e-9)), None)
-
-
-def _json_objects(text: str) -> tuple[list[dict[str, Any]], str, str]:
-    """Complete JSON objects in ``text`` (fenced first, then bare), the text before the last of them with the
-    objects cut out, and the text after the last one."""
-    objects: list[dict[str, Any]] = []
-    spans: list[tuple[int, int]] = []
-    decoder = json.JSONDecoder()
-    for fence in _FENCE.finditer(text):
-        found = _decode_all(decoder, fence.group(1))
-        if found:
-            objects += found
-            spans.append(fence.span())
-    pos = 0
-    while (start := text.find("{", pos)) != -1:
-        if any(a <= start < b for a, b in spans):
-            pos = start + 1
-            continue
-        try:
-            obj, end = decoder.raw_decode(text, start)
-        except ValueError:
-            pos = start + 1
-            continue
-        if isinstance(obj, dict):
-            objects.append(obj)
-            spans.append((start, end))
-        pos = end
-    last = max((b for _, b in spans), default=len(text))
-    head = text[:last]
-    for a, b in sorted(spans, reverse=True):
-        head = head[:a] + "\n" + head[b:]
-    return objects, head, text[last:]
-
-
-def _decode_all(decoder: json.JSONDecoder, text: str) -> list[dict[str, Any]]:
-    found, pos = [], 0
-    while (start := text.find("{", pos)) != -1:
-        try:
-            obj, pos = decoder.raw_decode(text, start)
-        except ValueError:
-            pos = start + 1
-            continue
-        if isinstance(obj, dict):
-            found.append(obj)
-    return found
 
 
 def _json_statements(obj: dict[str, Any], depth: int = 0) -> list[_Stmt]:

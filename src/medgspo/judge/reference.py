@@ -4,6 +4,8 @@ It is not an LLM judge and claims only what lexical evidence supports. Character
 score an answer that contradicts the reference (one inserted 不) above a correct paraphrase, so overlap alone never
 earns a tier here. It decides three tiers and abstains on the rest:
 
+* no committed conclusion, whatever the words: a bare list of terms (a keyword salad), a hedge over several
+  candidates or a retraction after the key term (:func:`bare_list`, :func:`.key_terms.uncommitted`): abstain;
 * ``E`` (-1.0): only tokenizer special tokens or control characters (``<|im_end|><|endoftext|>``), empty, too
   short, mostly symbols, garbled, degenerate repetition, token salad, only framing words (首选, 诊断 ...) with no
   content, or an instruction to the judge with no medical content;
@@ -39,7 +41,8 @@ from typing import NamedTuple
 from medgspo.judge.accounting import JudgeStats, Judgment
 from medgspo.judge.base import BaseJudge, Job
 from medgspo.judge.key_terms import key_term_verdict
-from medgspo.judge.prompt import JudgeItem, only_special_tokens, strip_special_tokens
+from medgspo.judge.prompt import JudgeItem
+from medgspo.judge.sanitize import clean, only_special_tokens
 from medgspo.judge.tiers import TIERS, label_for
 from medgspo.judge.vocabulary import MEDICAL, looks_medical
 
@@ -66,6 +69,14 @@ TOO_SHORT = "empty or too short"
 _SENTENCE_PUNCT = re.compile(r"[，。；：]|\w[,;]\s")
 _LETTER_RUN = re.compile(r"([A-Za-z])\1{3,}")  # zzzz, not the Roman numeral III
 _CONTINUING_PUNCT = frozenset("，、；：,;:)）】」』")
+BARE_LIST_MIN_ITEMS = 3
+BARE_LIST_MAX_ITEM = 12
+_LIST_SEPARATORS = re.compile(r"[、/；;,，\s]+")
+_SENTENCE_END = re.compile(r"[。！？!?]")
+# Words that state something about the terms: a list that holds one is a sentence, not a keyword salad.
+_CLAIM = re.compile(
+    r"是|为|应|可|需|宜|给予|予以|考虑|诊断|首选|避免|禁用|慎用|选择|建议|采用|进行|立即|尽快|提示|导致|引起|属于|因|由于"
+)
 
 
 class RefVerdict(NamedTuple):
@@ -88,7 +99,7 @@ def reference_verdict(
     """
     if only_special_tokens(answer):
         return RefVerdict("E", "reference heuristic: only special or control tokens")
-    answer = strip_special_tokens(answer)  # a correct answer with a stray <|im_end|> is still correct
+    answer = clean(answer)  # a correct answer with a stray <|im_end|> is still correct
     if _compact(answer) and _compact(answer) == _compact(reference):  # never punish the reference itself
         return RefVerdict("A", "reference heuristic: identical to the reference after normalisation")
     if (why := incoherence(answer)) is not None:
@@ -104,6 +115,8 @@ def reference_verdict(
     if not _FRAMING.sub("", _compact(answer)):  # e.g. "首选" or "最可能的诊断是": a frame with nothing in it
         return RefVerdict("E", "reference heuristic: only framing words (首选, 诊断 ...), no content")
     if key_terms or ruled_out:
+        if (why := bare_list(answer)) is not None:  # naming every key term is not a claim: no +2.0 for a salad
+            return RefVerdict(None, f"undecided: {why}")
         terms = key_term_verdict(answer, reference, key_terms, ruled_out)
         if terms.label is not None:
             return RefVerdict(terms.label, f"reference heuristic: {terms.reason}")
@@ -161,6 +174,25 @@ def token_salad(answer: str) -> str | None:
     if repeats < 1 or repeats + junk < 2:
         return None
     return f"token salad ({len(tokens)} tokens, {repeats + junk} repeated or symbol-only)"
+
+
+def bare_list(answer: str) -> str | None:
+    """Why ``answer`` is a bare list of terms with no claim (``下壁心梗、右心室梗死、硝酸酯类、利尿剂``), or ``None``:
+    at least :data:`BARE_LIST_MIN_ITEMS` short items joined by 、，/； or spaces, and no word that states something
+    (checked only where key terms could otherwise pay for naming them).
+
+    >>> bare_list("下壁心梗、右心室梗死、硝酸酯类、利尿剂、前负荷")
+    'a bare list of 5 terms, no claim'
+    >>> bare_list("应避免硝酸酯类、利尿剂和吗啡") is None, bare_list("急性阑尾炎") is None
+    (True, True)
+    """
+    text = unicodedata.normalize("NFKC", answer).strip().rstrip("。.")
+    items = [item for item in _LIST_SEPARATORS.split(text) if item.strip()]
+    if len(items) < BARE_LIST_MIN_ITEMS or any(len(item) > BARE_LIST_MAX_ITEM for item in items):
+        return None
+    if _SENTENCE_END.search(text) or _CLAIM.search(text):
+        return None
+    return f"a bare list of {len(items)} terms, no claim"
 
 
 def fragment(answer: str) -> str | None:

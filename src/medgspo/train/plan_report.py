@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medgspo.errors import ConfigError
+from medgspo.judge.deepseek import LIST_PRICES, PRICES_READ_ON, is_deepseek_host, is_deepseek_model, list_prices
 from medgspo.rewards import check_rewards
 from medgspo.train.batching import (
     BatchPlan,
@@ -42,6 +43,23 @@ logger = logging.getLogger(__name__)
 
 def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
+
+
+def deepseek_cost_lines(judge_args: Any, cost: JudgeCostPlan) -> list[str]:
+    """For a DeepSeek judge, the same judge calls priced at each model DeepSeek lists (Flash and V4-Pro, the
+    card's reward model), so the choice of judge is a visible cost."""
+    config = judge_args.to_config()
+    if not (is_deepseek_model(config.model) or is_deepseek_host(config.endpoint)):
+        return []
+    per_model = []
+    for name in LIST_PRICES:
+        prices = list_prices(name, config.price_period)
+        per_step = prices.cost(cost.prompt_tokens, cost.cached_tokens, cost.output_tokens) * cost.calls_per_step
+        per_model.append(f"{name} ${1000 * per_step:,.2f}")
+    return [
+        f"judge cost by DeepSeek model   {'; '.join(per_model)} per 1,000 optimizer steps "
+        f"({config.price_period} list prices, read {PRICES_READ_ON})"
+    ]
 
 
 def gspo_lines(
@@ -93,6 +111,7 @@ def gspo_lines(
             f"1,000 optimizer steps (USD per M tokens: in {prices.input_per_mtok:g}, cached "
             f"{prices.cached_input_per_mtok:g}, out {prices.output_per_mtok:g})",
         ]
+        lines += deepseek_cost_lines(judge_args, cost)
         if training_args.max_steps and training_args.max_steps > 0:
             lines.append(
                 f"judge cost of this run         ${cost.cost_per_call * cost.calls_per_step * training_args.max_steps:,.2f}"
