@@ -13,7 +13,7 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --upgrade pip setuptools wheel
-"$VENV/bin/pip" install --quiet "$TORCH_SPEC"
+"$VENV/bin/pip" install --quiet $TORCH_SPEC  # unquoted: the spec may carry --index-url URL
 "$VENV/bin/pip" install --quiet --upgrade -e ".[dev]"
 echo "newest releases installed; running the suite against them"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider 2>&1 | tee "$VENV/pytest.log"

@@ -75,8 +75,11 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path, capsys):
     argv = ["pipeline", "--model_name_or_path", str(tiny_model_dir), "--run_dir", str(run_dir), *SHORT]
     argv += ["--pretrain", "yes", "--pretrain.max_steps", "2", "--pretrain.max_train_samples", "8"]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out, console = captured.out, captured.out + captured.err
     assert "after SFT" in out and "after GSPO" in out and str(run_dir / "report.md") in out
+    # a console a person can read: the stage bars, no metric dicts (they go to metrics.jsonl; --verbose prints them)
+    assert "SFT:" in console and "GSPO:" in console and "{'loss'" not in console and "'reward':" not in console
     assert "A heldout question" in out and "A seen question" in out and "\ufffd" not in out
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     for section in (

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose",
         action="store_true",
         help="Print what the libraries print: every logged metric dict, data-processing bars, repeated warnings "
-        "(also accepted after the command).",
+        "(also accepted as --verbose after the command).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     rest = argv[argv.index(args.command) + 1 :]
-    verbose = args.verbose or any(flag in rest for flag in ("--verbose", "-v"))
-    rest = [a for a in rest if a not in ("--verbose", "-v")]
+    verbose = args.verbose or "--verbose" in rest  # `medgspo pipeline --verbose` reads naturally too
+    rest = [a for a in rest if a != "--verbose"]
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -93,9 +93,12 @@ def test_openai_backend_with_cache_and_rerun(inputs: Path, tmp_path: Path, capsy
         assert [r["score"] for r in rows] == [2.0, -0.5, -1.0, 0.5]
         assert [r["label"] for r in rows] == ["A", "D", "E", "B"]
         assert "calls: 4" in first and "retries: 1" in first and "estimated cost $" in first
+        probes = len(server.probes)
+        assert probes == 1  # the preflight request of the first run
         assert cli(*args) == 0
         second = capsys.readouterr().out
         assert len(server.requests) == 4  # the rerun paid nothing
+        assert len(server.probes) == probes and server.model_listings == 0  # and made no request at all
     rows = read_jsonl(out)
     assert [r["cached"] for r in rows] == [True, True, False, True]
     assert "calls: 0 | cache hits: 3" in second

@@ -32,7 +32,7 @@ KNOWN_WARNINGS: tuple[tuple[str, str], ...] = (
         "embeddings or is merged (expected, nothing lost)",
     ),
     (
-        r"fast path is not available|flash-linear-attention|causal-conv1d|falling back to (the )?torch",
+        r"falling back to its reference PyTorch|fast path is not available|flash-linear-attention|causal.conv1d",
         "Qwen3.5's linear-attention layers run on transformers' PyTorch implementation (CUDA kernels are a GPU "
         "extra: pip install -e '.[gpu]'); correct, slower",
     ),
