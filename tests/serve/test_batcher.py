@@ -216,3 +216,19 @@ def test_adapter_rows_match_generate(tiny_model_dir, tmp_path_factory):
     assert first.result.token_ids == alone(engine, ids[0], 24)
     assert second.result.token_ids == alone(engine, ids[1], 24)
     assert first.result.finish_reason == "stop"  # the memorised answer ends with <|im_end|>
+
+
+def test_a_request_that_fails_while_sampling_fails_alone(engine):
+    """One row's bad settings (past the server's checks) end that request with its error; its neighbours finish
+    exactly as they would alone, and the batcher goes on."""
+    from medgspo.modeling.generation import SamplingOptions
+
+    ids = prompt(engine, QUESTIONS[0])
+    batcher = Batcher(engine, max_batch_size=4)
+    good = [Recorder(batcher, ids) for _ in range(2)]
+    bad_top_k = Recorder(batcher, ids, SamplingOptions(temperature=1.0, top_k=2**63, max_new_tokens=24))
+    bad_seed = Recorder(batcher, ids, SamplingOptions(temperature=1.0, seed=2**64, max_new_tokens=24))
+    run(batcher)
+    assert isinstance(bad_top_k.result, Exception) and isinstance(bad_seed.result, Exception)
+    assert all(r.result.token_ids == alone(engine, ids, 24) for r in good)
+    assert batcher.stats.failed == 2 and batcher.stats.completed == 2

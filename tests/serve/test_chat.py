@@ -144,7 +144,7 @@ def test_missing_answer_is_explained():
     [
         (["q", "--temperature", "3"], "--temperature must be between 0 and 2"),
         (["q", "--top-p", "0"], "--top_p must be in (0, 1]"),
-        (["q", "--top_k", "-1"], "--top_k must be >= 0"),
+        (["q", "--top_k", "-1"], "--top_k must be between 0 and"),
         (["q", "--max-new-tokens", "0"], "--max_new_tokens must be >= 1"),
         (["  "], "the question is empty"),
         (["q", "--model", "./no/such/model"], "model folder not found: ./no/such/model"),

@@ -348,3 +348,65 @@ def test_cli_serves_until_stopped(tiny_model_dir):
     finally:
         proc.kill()
         proc.stdout.close()
+
+
+# ---- one request can never hurt another ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("seed", 2**64), ("seed", -(2**63) - 1), ("top_k", 2**63), ("top_k", 10**6)],
+)
+def test_out_of_range_values_are_400_naming_the_field_while_streams_finish(server, client, field, value):
+    def stream() -> str:
+        chunks = client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": QUESTION}], max_tokens=LIMIT, stream=True
+        )
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    with ThreadPoolExecutor(3) as pool:
+        streams = [pool.submit(stream) for _ in range(3)]
+        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "你好"}], field: value}
+        status, error = http(server.url + "/v1/chat/completions", body)
+        answers = [s.result(timeout=120) for s in streams]
+    assert status == 400 and error["error"]["param"] == field, error
+    assert answers == [ANSWER] * 3  # every innocent stream ran to its end
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"messages": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",  # nesting 10,000 deep
+        json.dumps({"model": MODEL_ID, "messages": [{"role": "user", "content": "\ud800"}]}).encode(),
+        json.dumps({"model": MODEL_ID, "messages": [{"role": "user", "content": "好"}], "stop": ["\udfff"]}).encode(),
+    ],
+    ids=["deep", "lone-surrogate", "surrogate-in-stop"],
+)
+def test_malformed_bodies_are_400_without_a_traceback(server, raw, caplog):
+    with caplog.at_level(logging.DEBUG):
+        status, error = http(server.url + "/v1/chat/completions", raw)
+    assert status == 400 and error["error"]["code"] == "invalid_json", error
+    assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 5}, "top_logprobs"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"presence_penalty": 1.0}, "presence_penalty"),
+        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"logit_bias": {"11": 5}}, "logit_bias"),
+        ({"chat_template_kwargs": {"enable_thinking": False}}, "chat_template_kwargs"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ],
+)
+def test_nothing_asked_for_is_silently_ignored(server, extra, field):
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "你好"}], "max_tokens": 2, **extra}
+    status, error = http(server.url + "/v1/chat/completions", body)
+    assert status == 400 and error["error"]["param"] == field, error
+
+
+def test_defaults_that_ask_for_nothing_are_accepted(client):
+    completion = ask(client, logprobs=False, presence_penalty=0, frequency_penalty=0, tools=[], user="u1")
+    assert completion.choices[0].message.content == ANSWER

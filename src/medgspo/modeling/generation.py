@@ -25,6 +25,10 @@ class OptionError(UserError):
         self.field = field
 
 
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
+MAX_TOP_K = 2**31 - 1  # a top_k at or above the vocabulary keeps every token (the server also checks the vocabulary)
+
+
 @dataclass
 class SamplingOptions:
     """How to sample one completion; the defaults are the model card's. ``temperature=0`` means greedy."""
@@ -37,11 +41,13 @@ class SamplingOptions:
 
     def validate(self, name: Callable[[str], str] = str) -> None:
         """Raise ``ValueError`` naming the option to change; ``name`` maps a field to what the user calls it."""
+        seed_ok = self.seed is None or SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]
         checks = {
             "temperature": (0 <= self.temperature <= 2, "must be between 0 and 2"),
             "top_p": (0 < self.top_p <= 1, "must be in (0, 1]"),
-            "top_k": (self.top_k >= 0, "must be >= 0, 0 disables it"),
+            "top_k": (0 <= self.top_k <= MAX_TOP_K, f"must be between 0 and {MAX_TOP_K}, 0 disables it"),
             "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1"),
+            "seed": (seed_ok, f"must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}"),
         }
         for field_name, (ok, rule) in checks.items():
             if not ok:

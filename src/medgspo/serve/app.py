@@ -14,6 +14,7 @@ Routes: ``GET /`` (the web page, ``resources/web/index.html``), ``GET /health``,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -176,9 +177,40 @@ async def _read_json(request, max_body_bytes: int) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise too_large from None
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise APIError(400, "We could not parse the JSON body of your request.", code="invalid_json") from None
+    if (problem := body_problem(body)) is not None:
+        raise APIError(400, f"The JSON body of your request is not accepted: {problem}.", code="invalid_json")
+    return body
+
+
+MAX_JSON_DEPTH = 32  # a chat request nests 4 deep (body, messages, message, content parts)
+
+
+def body_problem(body: Any) -> str | None:
+    """What makes a decoded body unusable before any field is read, or ``None``: nesting deeper than
+    :data:`MAX_JSON_DEPTH`, or a string with a lone UTF-16 surrogate (``"\\ud800"`` decodes, but no text encoder
+    takes it).
+
+    >>> body_problem({"messages": [{"content": "好"}]}) is None, body_problem({"a": "\\ud800"})
+    (True, 'a string holds a lone surrogate (U+D800)')
+    >>> body_problem(json.loads("[" * 40 + "]" * 40))
+    'nested deeper than 32 levels'
+    """
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(value, str):
+            if (bad := next((c for c in value if "\ud800" <= c <= "\udfff"), None)) is not None:
+                return f"a string holds a lone surrogate (U+{ord(bad):04X})"
+        elif isinstance(value, dict):
+            stack += [(k, depth + 1) for k in value] + [(v, depth + 1) for v in value.values()]
+        elif isinstance(value, list):
+            stack += [(v, depth + 1) for v in value]
+    return None
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None):
@@ -235,6 +267,8 @@ def create_app(engine: ChatEngine, config: ServerConfig, batcher: Batcher | None
 
     if batcher is None:
         batcher = Batcher(engine, config.max_batch_size, config.max_queue).start()
+    if config.vocab_size is None:  # top_k is checked against the model's vocabulary before admission
+        config = dataclasses.replace(config, vocab_size=int(engine.model.get_output_embeddings().weight.shape[0]))
     api = _API(engine, config, batcher)
     app = web.Application(middlewares=_middlewares(config), client_max_size=config.max_body_bytes)
     app.router.add_get("/", api.index)

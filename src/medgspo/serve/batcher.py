@@ -76,6 +76,9 @@ class Stats:
     seconds_per_request: float = 0.0  # moving average of admission-to-end time, for Retry-After
 
 
+FAILED = -1  # the "token" of a row whose sampling failed: it leaves the batch with its own error
+
+
 class _Row:
     """A running job: its decoder, stop matcher, random stream and tokens so far."""
 
@@ -85,6 +88,7 @@ class _Row:
         self.stops = StopMatcher(job.stop)
         self.generator = generator
         self.started = time.monotonic()
+        self.error: BaseException | None = None  # why sampling failed for this row alone
 
 
 class Batcher:
@@ -214,12 +218,16 @@ class Batcher:
             return list(self._admitting)
 
     def _prefill(self, jobs: list[Job]) -> None:
-        batch = kvcache.prefill(self.engine.model, [job.prompt_ids for job in jobs], self._pad)
+        rows = self._new_rows(jobs)  # a job whose row cannot be set up fails alone, before the forward pass
+        with self._cond:
+            self._admitting = [row.job for row in rows]
+        if not rows:
+            return
+        batch = kvcache.prefill(self.engine.model, [row.job.prompt_ids for row in rows], self._pad)
         self.stats.prefills += 1
         if self._joinable is None:
             self._joinable = kvcache.can_join(batch.cache)
             logger.info("Continuous batching: new requests %s.", "join running batches" if self._joinable else "wait")
-        rows = [self._new_row(job) for job in jobs]
         with self._cond:
             self._admitting.clear()
         tokens = self._sample(batch.logits, rows)
@@ -270,6 +278,21 @@ class Batcher:
             self._leave(stay, self._pending)
 
     # ---- tokens -----------------------------------------------------------------------------------------------------
+    def _new_rows(self, jobs: list[Job]) -> list[_Row]:
+        """A row per job; a job whose row cannot be made (its seed, its settings) ends with that error alone."""
+        rows = []
+        for job in jobs:
+            try:
+                rows.append(self._new_row(job))
+            except Exception as exc:
+                self._fail_one(job, exc)
+        return rows
+
+    def _fail_one(self, job: Job, exc: BaseException) -> None:
+        logger.warning("A request failed alone and left the batch: %s", exc)
+        self.stats.failed += 1
+        self._done(job, exc)
+
     def _new_row(self, job: Job) -> _Row:
         import torch
 
@@ -279,6 +302,23 @@ class Batcher:
         return _Row(job, self.engine.decode, generator)
 
     def _sample(self, logits: Any, rows: list[_Row]) -> Any:
+        """The next token of every row; when the batch's sampling fails, each row is sampled alone and a row that
+        still fails gets :data:`FAILED` (it leaves the batch with its error; the others go on)."""
+        try:
+            return self._sample_rows(logits, rows)
+        except Exception:
+            import torch
+
+            tokens = []
+            for i, row in enumerate(rows):
+                try:
+                    tokens.append(int(self._sample_rows(logits[i : i + 1], [row])[0]))
+                except Exception as exc:
+                    row.error = exc
+                    tokens.append(FAILED)
+            return torch.tensor(tokens, device=logits.device)
+
+    def _sample_rows(self, logits: Any, rows: list[_Row]) -> Any:
         import torch
 
         options = [row.job.options for row in rows]
@@ -295,6 +335,9 @@ class Batcher:
         """Append each row's token, stream its text, end finished rows; the indices of the rows that go on."""
         stay = []
         for index, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            if token == FAILED:
+                self._fail_one(row.job, row.error or RuntimeError("sampling failed"))
+                continue
             if token in self._eos:
                 row.text.ids.append(token)  # counted in completion_tokens, never decoded
                 self._finish(row, "stop")

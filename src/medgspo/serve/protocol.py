@@ -36,6 +36,7 @@ class ServerConfig:
     max_body_bytes: int = 1 << 20
     max_batch_size: int = 16
     max_queue: int = 64
+    vocab_size: int | None = None  # the model's; ``create_app`` fills it in, and top_k must fit it
 
 
 class APIError(Exception):
@@ -78,8 +79,8 @@ class ChatRequest:
 def parse_chat_request(body: Any, config: ServerConfig) -> ChatRequest:
     """Validate a request body; ``APIError`` (400/404) names the offending parameter.
 
-    A missing ``model`` means the served one; another name is ``404 model_not_found``. Parameters this server does
-    not implement (``tools``, ``logprobs``, ...) are ignored, except ``n`` other than 1.
+    A missing ``model`` means the served one; another name is ``404 model_not_found``. A parameter this server
+    does not implement is refused with 400 when it asks for something (:func:`unsupported`), never ignored.
 
     >>> chat = parse_chat_request({"messages": [{"role": "user", "content": "你好"}], "top_k": -1}, ServerConfig("m"))
     >>> chat.messages, chat.options.top_k, chat.options.max_new_tokens
@@ -93,12 +94,49 @@ def parse_chat_request(body: Any, config: ServerConfig) -> ChatRequest:
         raise APIError(404, message, param="model", code="model_not_found")
     if _get(body, "n", int, 1) != 1:
         raise APIError(400, "Only n=1 is supported.", param="n", code="unsupported_value")
-    options, max_name = _sampling_options(body, config.max_tokens_limit)
+    if (field := unsupported(body)) is not None:
+        message = f"'{field}' is not supported by this server; leave it out (or at its default) to go on."
+        raise APIError(400, message, param=field, code="unsupported_parameter")
+    options, max_name = _sampling_options(body, config)
     stream = bool(_get(body, "stream", bool, False))
+    if body.get("stream_options") is not None and not stream:
+        message = "'stream_options' is only allowed when 'stream' is true."
+        raise APIError(400, message, param="stream_options", code="invalid_value")
     stream_options = _get(body, "stream_options", dict, {})
     include_usage = stream_options.get("include_usage") is True
     stop = parse_stop(body.get("stop"))
     return ChatRequest(parse_messages(body.get("messages")), options, stream, include_usage, stop)
+
+
+# Fields the server does not implement, with the values that ask for nothing (sent by clients as defaults).
+NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "parallel_tool_calls": (None, False, True),
+    "response_format": (None, {"type": "text"}),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+    "logit_bias": (None, {}),
+    "chat_template_kwargs": (None, {}),
+    "prediction": (None,),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+}
+
+
+def unsupported(body: dict[str, Any]) -> str | None:
+    """The first field that asks for something this server does not do, or ``None``.
+
+    >>> unsupported({"tools": [], "logprobs": False, "presence_penalty": 0}) is None
+    True
+    >>> unsupported({"response_format": {"type": "json_object"}}), unsupported({"logit_bias": {"11": 5}})
+    ('response_format', 'logit_bias')
+    """
+    return next((k for k, ok in NOT_IMPLEMENTED.items() if k in body and body[k] not in ok), None)
 
 
 def parse_stop(stop: Any) -> tuple[str, ...]:
@@ -118,8 +156,9 @@ def parse_stop(stop: Any) -> tuple[str, ...]:
     return tuple(s for s in items if s)
 
 
-def _sampling_options(body: dict[str, Any], max_tokens_limit: int) -> tuple[SamplingOptions, str]:
+def _sampling_options(body: dict[str, Any], config: ServerConfig) -> tuple[SamplingOptions, str]:
     """The request's sampling options (the card's defaults) and the name it used for the token limit."""
+    max_tokens_limit = config.max_tokens_limit
     defaults = SamplingOptions(max_new_tokens=max_tokens_limit)
     max_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _get(body, max_name, int, None)
@@ -136,6 +175,9 @@ def _sampling_options(body: dict[str, Any], max_tokens_limit: int) -> tuple[Samp
         options.validate(name=lambda field: names.get(field, field))
     except OptionError as exc:
         raise APIError(400, str(exc), param=names.get(exc.field, exc.field), code="invalid_value") from None
+    if config.vocab_size is not None and options.top_k > config.vocab_size:
+        message = f"top_k must be <= the vocabulary size {config.vocab_size} (got {options.top_k}); -1 or 0 disable it."
+        raise APIError(400, message, param="top_k", code="invalid_value")
     if options.max_new_tokens > max_tokens_limit:
         message = f"{max_name} must be <= {max_tokens_limit} on this server (got {options.max_new_tokens})."
         raise APIError(400, message, param=max_name, code="invalid_value")
