@@ -222,6 +222,27 @@ def test_api_key_is_required_when_set(engine, caplog):
     assert key not in caplog.text
 
 
+def test_the_key_reaches_no_log_line_for_any_malformed_request(engine, caplog):
+    key = "sk-local-test-secret-2"
+    caplog.set_level(logging.DEBUG)
+    config = ServerConfig(MODEL_ID, api_key=key, max_tokens_limit=LIMIT)
+    raw_requests = [
+        f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\r\n\r\n",  # a stray CR (Windows)
+        f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\x00\r\n\r\n",
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: x\r\n\r\n",
+        f"G\x01T /{key} HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    with BackgroundServer(create_app(engine, config)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        for raw in raw_requests:
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(raw.encode("latin-1"))
+                assert sock.recv(4096).startswith(b"HTTP/1.")  # answered (400), not hung
+        assert http(server.url + "/v1/models", headers={"Authorization": f"Bearer {key}"})[0] == 200
+    assert "Error handling request" in caplog.text or "400" in caplog.text  # the bad requests were logged ...
+    assert key not in caplog.text  # ... without the key
+
+
 # ---- overload and clients that go away ------------------------------------------------------------------------
 def test_full_queue_gets_503_with_retry_after_and_frees_up(engine):
     batcher = Batcher(engine, max_batch_size=1, max_queue=1)  # not started yet: requests wait

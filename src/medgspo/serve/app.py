@@ -26,6 +26,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from medgspo.serve import redact
 from medgspo.serve.batcher import Batcher, QueueFull
 from medgspo.serve.channel import ClientGone, JobChannel
 from medgspo.serve.engine import ChatEngine, GenerationResult
@@ -265,6 +266,7 @@ def create_app(engine: ChatEngine, config: ServerConfig, batcher: Batcher | None
     """
     from aiohttp import web
 
+    redact.install(config.api_key)  # no key in any aiohttp log line, whatever a client sends
     if batcher is None:
         batcher = Batcher(engine, config.max_batch_size, config.max_queue).start()
     if config.vocab_size is None:  # top_k is checked against the model's vocabulary before admission
