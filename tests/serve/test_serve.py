@@ -431,3 +431,13 @@ def test_nothing_asked_for_is_silently_ignored(server, extra, field):
 def test_defaults_that_ask_for_nothing_are_accepted(client):
     completion = ask(client, logprobs=False, presence_penalty=0, frequency_penalty=0, tools=[], user="u1")
     assert completion.choices[0].message.content == ANSWER
+
+
+def test_a_prompt_past_the_context_is_400_with_vllms_wording(server, client):
+    long = {"model": MODEL_ID, "messages": [{"role": "user", "content": "胸痛发热" * 10_000}], "max_tokens": 4}
+    start = time.monotonic()
+    status, error = http(server.url + "/v1/chat/completions", long)
+    assert status == 400 and error["error"]["code"] == "context_length_exceeded", error
+    assert error["error"]["message"].startswith("This model's maximum context length is ")
+    assert "in the messages" in error["error"]["message"] and time.monotonic() - start < 30  # refused, not prefilled
+    assert ask(client).choices[0].message.content == ANSWER  # and the server goes on

@@ -36,6 +36,7 @@ from medgspo.serve.protocol import (
     ServerConfig,
     chunk_body,
     completion_body,
+    fit_context,
     parse_chat_request,
     sse,
     usage,
@@ -91,6 +92,7 @@ class _API:
             prompt_ids, opens_thinking = self.engine.encode(chat.messages)
         except (TemplateError, ValueError) as exc:  # the chat template rejects the conversation
             raise APIError(400, f"The chat template rejected the messages: {exc}", param="messages") from None
+        fit_context(chat, len(prompt_ids), self.config)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         channel = self._submit(chat, prompt_ids, opens_thinking)
         try:
@@ -258,6 +260,20 @@ def _authorized(request, api_key: str) -> bool:
 
 
 # ---- running it -------------------------------------------------------------------------------------------------
+def model_limits(config: ServerConfig, model: Any) -> ServerConfig:
+    """``config`` with what the model sets filled in: its vocabulary (``top_k`` must fit it), its context
+    (``max_model_len``: prompt + ``max_tokens`` must fit it) and ``max_tokens_limit`` (the context unless lowered)."""
+    text_config = getattr(model.config, "text_config", None) or model.config
+    context = config.max_model_len or getattr(text_config, "max_position_embeddings", None)
+    limit = config.max_tokens_limit or context
+    return dataclasses.replace(
+        config,
+        vocab_size=config.vocab_size or int(model.get_output_embeddings().weight.shape[0]),
+        max_model_len=context,
+        max_tokens_limit=min(limit, context) if limit and context else limit,
+    )
+
+
 def create_app(engine: ChatEngine, config: ServerConfig, batcher: Batcher | None = None):
     """The aiohttp application serving ``engine`` (run it with :func:`serve` or :class:`BackgroundServer`).
 
@@ -269,8 +285,7 @@ def create_app(engine: ChatEngine, config: ServerConfig, batcher: Batcher | None
     redact.install(config.api_key)  # no key in any aiohttp log line, whatever a client sends
     if batcher is None:
         batcher = Batcher(engine, config.max_batch_size, config.max_queue).start()
-    if config.vocab_size is None:  # top_k is checked against the model's vocabulary before admission
-        config = dataclasses.replace(config, vocab_size=int(engine.model.get_output_embeddings().weight.shape[0]))
+    config = model_limits(config, engine.model)
     api = _API(engine, config, batcher)
     app = web.Application(middlewares=_middlewares(config), client_max_size=config.max_body_bytes)
     app.router.add_get("/", api.index)

@@ -85,9 +85,15 @@ class ServeArguments:
         default=None,
         metadata={"help": "Environment variable holding an API key; clients must then send it as a Bearer token."},
     )
-    max_tokens_limit: int = field(
-        default=_SERVER.max_tokens_limit,
-        metadata={"help": "Largest max_tokens a request may ask for, and the default."},
+    max_tokens_limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "Largest max_tokens a request may ask for (default: the model's context, or --max_model_len)."
+        },
+    )
+    max_model_len: int | None = field(
+        default=None,
+        metadata={"help": "Context the server allows: prompt + max_tokens must fit (default: the model's own)."},
     )
     max_body_bytes: int = field(
         default=_SERVER.max_body_bytes, metadata={"help": "Largest request body; bigger ones get 413."}
@@ -102,8 +108,8 @@ class ServeArguments:
     )
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens_limit", "max_body_bytes", "max_batch_size"):
-            if getattr(self, name) < 1:
+        for name in ("max_tokens_limit", "max_model_len", "max_body_bytes", "max_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1 (got {getattr(self, name)})")
         if self.max_queue < 0:
             raise ConfigError(f"--max_queue must be >= 0 (got {self.max_queue})")
@@ -122,6 +128,7 @@ class ServeArguments:
             model_id,
             api_key,
             max_tokens_limit=self.max_tokens_limit,
+            max_model_len=self.max_model_len,
             max_body_bytes=self.max_body_bytes,
             max_batch_size=self.max_batch_size,
             max_queue=self.max_queue,

@@ -32,11 +32,15 @@ class ServerConfig:
 
     model_id: str
     api_key: str | None = None
-    max_tokens_limit: int = 1024
+    max_tokens_limit: int | None = None  # largest max_tokens; None: the model's context (``--max_tokens_limit``)
+    max_model_len: int | None = None  # prompt + max_tokens must fit; ``create_app`` fills in the model's context
     max_body_bytes: int = 1 << 20
     max_batch_size: int = 16
     max_queue: int = 64
     vocab_size: int | None = None  # the model's; ``create_app`` fills it in, and top_k must fit it
+
+
+DEFAULT_MAX_TOKENS = 1024  # a request's budget where neither a limit nor the context is known
 
 
 class APIError(Exception):
@@ -74,6 +78,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     stop: tuple[str, ...] = ()
+    max_tokens_given: bool = False  # else the budget is what the context leaves (:func:`fit_context`)
 
 
 def parse_chat_request(body: Any, config: ServerConfig) -> ChatRequest:
@@ -105,7 +110,36 @@ def parse_chat_request(body: Any, config: ServerConfig) -> ChatRequest:
     stream_options = _get(body, "stream_options", dict, {})
     include_usage = stream_options.get("include_usage") is True
     stop = parse_stop(body.get("stop"))
-    return ChatRequest(parse_messages(body.get("messages")), options, stream, include_usage, stop)
+    given = body.get(max_name) is not None
+    return ChatRequest(parse_messages(body.get("messages")), options, stream, include_usage, stop, given)
+
+
+def fit_context(chat: ChatRequest, prompt_tokens: int, config: ServerConfig) -> None:
+    """Check that the prompt and the completion fit the model's context (vLLM's rule and wording), and give a
+    request without ``max_tokens`` what the context leaves (at most ``max_tokens_limit``). ``APIError`` 400.
+
+    >>> chat = parse_chat_request({"messages": [{"role": "user", "content": "问"}]}, ServerConfig("m"))
+    >>> fit_context(chat, 4000, ServerConfig("m", max_model_len=4096)); chat.options.max_new_tokens
+    96
+    >>> chat = parse_chat_request({"messages": [{"role": "user", "content": "问"}], "max_tokens": 200}, ServerConfig("m"))
+    >>> fit_context(chat, 4000, ServerConfig("m", max_model_len=4096))
+    Traceback (most recent call last):
+    ...
+    medgspo.serve.protocol.APIError: This model's maximum context length is 4096 tokens. However, you requested 4200 tokens (4000 in the messages, 200 in the completion). Please reduce the length of the messages or completion.
+    """
+    context = config.max_model_len
+    if context is None:
+        return
+    if prompt_tokens >= context or (chat.max_tokens_given and prompt_tokens + chat.options.max_new_tokens > context):
+        wanted = chat.options.max_new_tokens if chat.max_tokens_given else 1
+        message = (
+            f"This model's maximum context length is {context} tokens. However, you requested "
+            f"{prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, {wanted} in the completion). "
+            "Please reduce the length of the messages or completion."
+        )
+        raise APIError(400, message, param="messages", code="context_length_exceeded")
+    if not chat.max_tokens_given:
+        chat.options.max_new_tokens = min(chat.options.max_new_tokens, context - prompt_tokens)
 
 
 # Fields the server does not implement, with the values that ask for nothing (sent by clients as defaults).
@@ -158,7 +192,7 @@ def parse_stop(stop: Any) -> tuple[str, ...]:
 
 def _sampling_options(body: dict[str, Any], config: ServerConfig) -> tuple[SamplingOptions, str]:
     """The request's sampling options (the card's defaults) and the name it used for the token limit."""
-    max_tokens_limit = config.max_tokens_limit
+    max_tokens_limit = config.max_tokens_limit or config.max_model_len or DEFAULT_MAX_TOKENS
     defaults = SamplingOptions(max_new_tokens=max_tokens_limit)
     max_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _get(body, max_name, int, None)
@@ -176,7 +210,9 @@ def _sampling_options(body: dict[str, Any], config: ServerConfig) -> tuple[Sampl
     except OptionError as exc:
         raise APIError(400, str(exc), param=names.get(exc.field, exc.field), code="invalid_value") from None
     if config.vocab_size is not None and options.top_k > config.vocab_size:
-        message = f"top_k must be <= the vocabulary size {config.vocab_size} (got {options.top_k}); -1 or 0 disable it."
+        message = (
+            f"top_k must be <= the vocabulary size {config.vocab_size} (got {options.top_k}); -1 or 0 disable it."
+        )
         raise APIError(400, message, param="top_k", code="invalid_value")
     if options.max_new_tokens > max_tokens_limit:
         message = f"{max_name} must be <= {max_tokens_limit} on this server (got {options.max_new_tokens})."
