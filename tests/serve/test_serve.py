@@ -441,3 +441,65 @@ def test_a_prompt_past_the_context_is_400_with_vllms_wording(server, client):
     assert error["error"]["message"].startswith("This model's maximum context length is ")
     assert "in the messages" in error["error"]["message"] and time.monotonic() - start < 30  # refused, not prefilled
     assert ask(client).choices[0].message.content == ANSWER  # and the server goes on
+
+
+def bad_bodies(count: int, seed: int = 0) -> list[bytes]:
+    """``count`` request bodies each wrong in one way: a field out of range or of the wrong type, an unsupported
+    field asking for something, malformed JSON, a bad message list."""
+    import random
+
+    rng = random.Random(seed)
+    huge = [2**64, 2**63, -(2**63) - 1, 10**30, -1e308, float("inf")]
+    wrong = {
+        "temperature": [-0.1, 2.5, "hot", [], {}, *huge],
+        "top_p": [0, -1, 1.5, "x", [], *huge],
+        "top_k": [-2, 10**6, "k", 1.5, *huge],
+        "max_tokens": [0, -5, LIMIT + 1, "ten", 2.5, *huge],
+        "seed": [2**64, -(2**63) - 1, "s", 1.5, [1], 10**30],
+        "n": [0, 2, 10**9, "1"],
+        "stop": [5, [1, 2], ["a"] * 9, {"x": 1}],
+        "messages": [[], "hi", [{"role": "robot", "content": "x"}], [{"role": "user"}], [{"content": "x"}], [1]],
+        "logprobs": [True],
+        "logit_bias": [{"1": 100}],
+        "response_format": [{"type": "json_object"}],
+        "tools": [[{"type": "function"}]],
+        "stream_options": [{"include_usage": True}],
+        "model": ["another-model", 5],
+    }
+    bodies = []
+    for _ in range(count):
+        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "你好"}], "max_tokens": 2}
+        kind = rng.random()
+        if kind < 0.1:
+            bodies.append(rng.choice([b"{", b"[]", b"null", b'{"messages": ' + b"[" * 5000, b"\xff\xfe", b""]))
+            continue
+        field = rng.choice(list(wrong))
+        body[field] = rng.choice(wrong[field])
+        bodies.append(json.dumps(body, allow_nan=True).encode())
+    return bodies
+
+
+def test_fuzzed_bad_requests_get_4xx_while_good_streams_finish(server, client):
+    """A few hundred malformed and edge-case requests while good streams run: every bad one gets a 4xx at once,
+    every stream ends with its whole answer and [DONE] (the openai client raises without it)."""
+
+    def stream() -> str:
+        chunks = client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": QUESTION}], max_tokens=LIMIT, stream=True
+        )
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    statuses = []
+    with ThreadPoolExecutor(4) as pool:
+        streams = [pool.submit(stream) for _ in range(6)]
+        for raw in bad_bodies(300):
+            request = urllib.request.Request(server.url + "/v1/chat/completions", data=raw, method="POST")
+            request.add_header("Content-Type", "application/json")
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    statuses.append(response.status)
+            except urllib.error.HTTPError as err:
+                statuses.append(err.code)
+        answers = [s.result(timeout=120) for s in streams]
+    assert answers == [ANSWER] * 6
+    assert all(400 <= s < 500 for s in statuses), sorted(set(statuses))
