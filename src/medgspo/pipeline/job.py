@@ -65,7 +65,7 @@ class PipelineArguments:
     skip_gspo: bool = field(default=False, metadata={"help": "Stop after SFT (no judge needed)."})
     eval_limit: int | None = field(default=None, metadata={"help": "Evaluate on at most this many held-out items."})
     eval_seen: int = field(
-        default=32,
+        default=48,
         metadata={
             "help": "How many questions GSPO trained on to evaluate as well ('seen'): a fixed sample, evenly "
             "spaced over its training prompts (SFT's when --skip_gspo). 0: held-out only."
