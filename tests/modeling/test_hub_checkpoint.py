@@ -73,6 +73,8 @@ def gspo_argv(model, adapter, out) -> list[str]:
         "4",
         "--per_device_train_batch_size",
         "4",
+        "--num_generations",
+        "4",
         "--max_completion_length",
         "8",
         "--temperature",

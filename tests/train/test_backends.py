@@ -221,6 +221,8 @@ def test_unsloth_gspo_continues_the_sft_adapter(fake_unsloth, tiny_model_dir, tm
         "4",
         "--per_device_train_batch_size",
         "8",
+        "--num_generations",
+        "4",
         "--max_completion_length",
         "32",
         "--temperature",
@@ -263,6 +265,7 @@ def test_unsloth_adapter_on_the_hub_layout_works_in_every_command(fake_unsloth, 
 
     gspo = ["gspo", "--model_name_or_path", str(hub_model_dir), "--sft_adapter", str(sft), "--output_dir"]
     gspo += [str(tmp_path / "gspo"), "--max_steps", "1", "--max_prompts", "4", "--per_device_train_batch_size", "4"]
+    gspo += ["--num_generations", "4"]
     assert main([*gspo, "--max_completion_length", "8", "--temperature", "1.0", "--save_strategy", "no"]) == 0
 
 

@@ -140,6 +140,8 @@ def test_gspo_stage_trains_lora_and_writes_metrics(tiny_model_dir, tmp_path, bun
         "1.0",
         "--per_device_train_batch_size",
         "8",
+        "--num_generations",
+        "4",
     ]  # varied samples, so the advantages are not all zero
     assert main(argv) == 0
     weights = load_file(out / "adapter_model.safetensors")

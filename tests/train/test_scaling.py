@@ -304,6 +304,8 @@ def test_two_process_gspo_run_splits_the_judge_and_writes_once(tiny_model_dir, t
         "8",
         "--per_device_train_batch_size",
         "8",
+        "--num_generations",
+        "4",
         "--max_completion_length",
         "24",
         "--save_steps",

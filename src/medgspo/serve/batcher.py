@@ -23,72 +23,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from medgspo.modeling.generation import SamplingOptions
 from medgspo.serve import kvcache
-from medgspo.serve.detokenize import IncrementalDecoder, StopMatcher
 from medgspo.serve.engine import ChatEngine, GenerationResult
+from medgspo.serve.jobs import FAILED, Job, QueueFull, Row, Stats
 from medgspo.serve.sampling import RowSettings, next_tokens
 
 logger = logging.getLogger(__name__)
-
-
-class QueueFull(Exception):
-    """Every batch slot and queue place is taken; ``retry_after`` is a suggested wait in whole seconds."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"the queue is full; retry after {retry_after} s")
-        self.retry_after = retry_after
-
-
-@dataclass
-class Job:
-    """One request for the batcher: the prompt's token ids, its sampling options and stop strings, and callbacks."""
-
-    prompt_ids: list[int]
-    options: SamplingOptions
-    stop: tuple[str, ...] = ()
-    on_text: Callable[[str], None] | None = None  # each final piece of text (stop strings never included)
-    on_done: Callable[[GenerationResult | BaseException], None] | None = None  # exactly once
-    opens_thinking: bool = True
-    cancelled: bool = field(default=False, init=False)
-    done: bool = field(default=False, init=False)
-
-    def cancel(self) -> None:
-        """Stop generating (thread-safe); ``on_done`` then gets a result with ``finish_reason="cancelled"``."""
-        self.cancelled = True
-
-
-@dataclass
-class Stats:
-    """Counters since start; ``decoded_rows / decode_steps`` is the mean batch size of the decode steps."""
-
-    completed: int = 0
-    cancelled: int = 0
-    rejected: int = 0
-    failed: int = 0
-    prefills: int = 0
-    decode_steps: int = 0
-    decoded_rows: int = 0
-    largest_batch: int = 0
-    seconds_per_request: float = 0.0  # moving average of admission-to-end time, for Retry-After
-
-
-FAILED = -1  # the "token" of a row whose sampling failed: it leaves the batch with its own error
-
-
-class _Row:
-    """A running job: its decoder, stop matcher, random stream and tokens so far."""
-
-    def __init__(self, job: Job, decode: Callable[[list[int]], str], generator: Any) -> None:
-        self.job = job
-        self.text = IncrementalDecoder(decode)
-        self.stops = StopMatcher(job.stop)
-        self.generator = generator
-        self.started = time.monotonic()
-        self.error: BaseException | None = None  # why sampling failed for this row alone
 
 
 class Batcher:
@@ -103,7 +45,7 @@ class Batcher:
         self.stats = Stats()
         self._waiting: deque[Job] = deque()
         self._admitting: list[Job] = []
-        self._rows: list[_Row] = []
+        self._rows: list[Row] = []
         self._batch: kvcache.Batch | None = None
         self._pending: Any = None  # (rows,) the token each row feeds next
         self._joinable: bool | None = None  # known after the first prefill (kvcache.can_join)
@@ -278,7 +220,7 @@ class Batcher:
             self._leave(stay, self._pending)
 
     # ---- tokens -----------------------------------------------------------------------------------------------------
-    def _new_rows(self, jobs: list[Job]) -> list[_Row]:
+    def _new_rows(self, jobs: list[Job]) -> list[Row]:
         """A row per job; a job whose row cannot be made (its seed, its settings) ends with that error alone."""
         rows = []
         for job in jobs:
@@ -293,15 +235,15 @@ class Batcher:
         self.stats.failed += 1
         self._done(job, exc)
 
-    def _new_row(self, job: Job) -> _Row:
+    def _new_row(self, job: Job) -> Row:
         import torch
 
         generator = None
         if job.options.seed is not None:
             generator = torch.Generator().manual_seed(job.options.seed)
-        return _Row(job, self.engine.decode, generator)
+        return Row(job, self.engine.decode, generator)
 
-    def _sample(self, logits: Any, rows: list[_Row]) -> Any:
+    def _sample(self, logits: Any, rows: list[Row]) -> Any:
         """The next token of every row; when the batch's sampling fails, each row is sampled alone and a row that
         still fails gets :data:`FAILED` (it leaves the batch with its error; the others go on)."""
         try:
@@ -318,7 +260,7 @@ class Batcher:
                     tokens.append(FAILED)
             return torch.tensor(tokens, device=logits.device)
 
-    def _sample_rows(self, logits: Any, rows: list[_Row]) -> Any:
+    def _sample_rows(self, logits: Any, rows: list[Row]) -> Any:
         import torch
 
         options = [row.job.options for row in rows]
@@ -331,7 +273,7 @@ class Batcher:
         settings = RowSettings.stack(options, logits.device)
         return next_tokens(logits, settings, torch.tensor(uniforms, device=logits.device))
 
-    def _advance(self, rows: list[_Row], tokens: list[int]) -> list[int]:
+    def _advance(self, rows: list[Row], tokens: list[int]) -> list[int]:
         """Append each row's token, stream its text, end finished rows; the indices of the rows that go on."""
         stay = []
         for index, (row, token) in enumerate(zip(rows, tokens, strict=True)):
@@ -351,11 +293,11 @@ class Batcher:
                 stay.append(index)
         return stay
 
-    def _emit(self, row: _Row, piece: str) -> None:
+    def _emit(self, row: Row, piece: str) -> None:
         if piece and row.job.on_text is not None:
             _call(row.job.on_text, piece)
 
-    def _finish(self, row: _Row, reason: str) -> None:
+    def _finish(self, row: Row, reason: str) -> None:
         if reason != "cancelled" and not row.stops.hit:
             self._emit(row, row.stops.feed(row.text.flush()) + row.stops.flush())
         job = row.job
