@@ -82,6 +82,7 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     out, console = captured.out, captured.out + captured.err
     assert "after SFT" in out and "after GSPO" in out and str(run_dir / "report.md") in out
+    assert "GSPO - SFT, paired on the" in out  # the headline
     # a console a person can read: the stage bars, no metric dicts (they go to metrics.jsonl; --verbose prints them)
     assert "SFT:" in console and "GSPO:" in console and "{'loss'" not in console and "'reward':" not in console
     assert "A heldout question" in out and "A seen question" in out and "\ufffd" not in out

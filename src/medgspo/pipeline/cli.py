@@ -12,6 +12,22 @@ def _score(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
+def paired_line(split: str, paired: dict | None) -> str:
+    """The headline: GSPO minus SFT on the same questions, with its 95% interval and whether it lies above 0.
+
+    >>> paired_line("seen", {"n": 31, "mean": 0.95, "ci": [0.48, 1.44]})
+    'GSPO - SFT, paired on the 31 seen questions both were judged on: +0.95 [+0.48, +1.44] (above 0)'
+    """
+    if paired is None:
+        return f"GSPO - SFT, paired on {split} questions: no question judged for both"
+    low, high = paired["ci"]
+    verdict = "above 0" if low > 0 else "below 0" if high < 0 else "includes 0"
+    return (
+        f"GSPO - SFT, paired on the {paired['n']} {split} questions both were judged on: "
+        f"{paired['mean']:+.2f} [{low:+.2f}, {high:+.2f}] ({verdict})"
+    )
+
+
 def run_command(argv: list[str]) -> int:
     """``medgspo pipeline``: run the job, print a sample of each model, the summary and the report's path."""
     report = run_pipeline(argv)
@@ -34,6 +50,8 @@ def run_command(argv: list[str]) -> int:
                 f"{name:<6} {split:<8} {s['n']:>3} {s['format_compliance']:>7.0%}  "
                 f"{_score(s['mean_score']):>6} [{_score(lo)}, {_score(hi)}]  {distinct:>8}"
             )
+    for split, paired in report.summary.get("paired", {}).items():
+        print(paired_line(split, paired))
     print(f"\nDone in {report.summary['wall_s']:.0f} s. Adapter: {report.adapter_dir}")
     print(f"Report:  {report.report_path}")
     print(f"Summary: {report.summary_path}")
