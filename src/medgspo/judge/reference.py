@@ -8,7 +8,7 @@ earns a tier here. It decides three tiers and abstains on the rest:
   candidates or a retraction after the key term (:func:`bare_list`, :func:`.key_terms.uncommitted`): abstain;
 * ``E`` (-1.0): only tokenizer special tokens or control characters (``<|im_end|><|endoftext|>``), empty, too
   short, mostly symbols, garbled, degenerate repetition, token salad, only framing words (首选, 诊断 ...) with no
-  content, or an instruction to the judge with no medical content;
+  content, or any text addressed to the grader (:mod:`.manipulation`, the rule every backend applies);
 * ``A`` (+2.0): identical to the reference after normalisation; the reference's words with only framing words
   (诊断、考虑、答案为 ...) added or removed; or near-verbatim: the same content characters in nearly the same order
   (``difflib`` ratio >= 0.9). In every case the numbers and the negation words must be the same;
@@ -38,13 +38,14 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import NamedTuple
 
-from medgspo.judge.accounting import JudgeStats, Judgment
+from medgspo.judge.accounting import MANIPULATION_REASON, JudgeStats, Judgment
 from medgspo.judge.base import BaseJudge, Job
 from medgspo.judge.key_terms import key_term_verdict
+from medgspo.judge.manipulation import manipulation
 from medgspo.judge.prompt import JudgeItem
 from medgspo.judge.sanitize import clean, only_special_tokens
 from medgspo.judge.tiers import TIERS, label_for
-from medgspo.judge.vocabulary import MEDICAL, looks_medical
+from medgspo.judge.vocabulary import looks_medical
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,6 @@ _NEGATIONS = ("不", "无", "没", "非", "未", "否", "勿", "禁", "忌", "�
 
 _FUNCTION_CHARS = frozenset("的了是为即应该此其和与及等则也就着之而并在于对把被")
 _FRAMING = re.compile("最可能的诊断|最可能|可能|诊断|考虑|答案|结论|首选|应为|属于|[的了是为即应该此其]")
-_INJECTION = re.compile(
-    r"忽略.{0,12}(规则|指令|要求|提示)|(给|打|评).{0,6}(满分|高分|A级|2分)|(评分|score)\s*[:：]?\s*A\b"
-    r"|ignore (all |the )?(previous|above) (instructions|rules)",
-    re.IGNORECASE,
-)
 NEAR_VERBATIM_RATIO = 0.9
 MIN_DISTINCT_TRIGRAMS = 0.35
 OFF_TOPIC_OVERLAP = 0.15
@@ -99,6 +95,8 @@ def reference_verdict(
     """
     if only_special_tokens(answer):
         return RefVerdict("E", "reference heuristic: only special or control tokens")
+    if (rule := manipulation(answer)) is not None:  # the judge path's one rule, read before tokens are stripped
+        return RefVerdict("E", f"reference heuristic: {MANIPULATION_REASON}: {rule}")
     answer = clean(answer)  # a correct answer with a stray <|im_end|> is still correct
     if _compact(answer) and _compact(answer) == _compact(reference):  # never punish the reference itself
         return RefVerdict("A", "reference heuristic: identical to the reference after normalisation")
@@ -106,8 +104,6 @@ def reference_verdict(
         if why == TOO_SHORT and _compact(answer) and _compact(answer) in _compact(reference):
             return RefVerdict(None, "undecided: a one-character answer found in the reference (是/否, a letter)")
         return RefVerdict("E", f"reference heuristic: {why}")
-    if _INJECTION.search(answer) and not MEDICAL.search(unicodedata.normalize("NFKC", answer)):
-        return RefVerdict("E", "reference heuristic: an instruction to the judge with no medical content")
     if (why := clear_match(answer, reference)) is not None:
         return RefVerdict("A", f"reference heuristic: {why}")
     if (why := fragment(answer)) is not None:
