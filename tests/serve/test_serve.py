@@ -418,7 +418,8 @@ def test_malformed_bodies_are_400_without_a_traceback(server, raw, caplog):
         ({"presence_penalty": 1.0}, "presence_penalty"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
         ({"logit_bias": {"11": 5}}, "logit_bias"),
-        ({"chat_template_kwargs": {"enable_thinking": False}}, "chat_template_kwargs"),
+        ({"chat_template_kwargs": {"add_vision_id": True}}, "chat_template_kwargs.add_vision_id"),
+        ({"chat_template_kwargs": {"enable_thinking": "no"}}, "chat_template_kwargs.enable_thinking"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
     ],
 )
@@ -503,3 +504,15 @@ def test_fuzzed_bad_requests_get_4xx_while_good_streams_finish(server, client):
         answers = [s.result(timeout=120) for s in streams]
     assert answers == [ANSWER] * 6
     assert all(400 <= s < 500 for s in statuses), sorted(set(statuses))
+
+
+def test_thinking_can_be_switched_off_per_request(server, client, engine):
+    """``chat_template_kwargs.enable_thinking: false`` (vLLM's switch; lm-eval's chat model sends it for thinking
+    models): the prompt closes the thinking block, so everything generated is ``content``."""
+    messages = [{"role": "user", "content": QUESTION}]
+    assert engine.render(messages, {"enable_thinking": False}).rstrip().endswith("</think>")
+    assert not engine.encode(messages, {"enable_thinking": False})[1] and engine.encode(messages)[1]
+    off = ask(client, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    on = ask(client)
+    assert on.choices[0].message.reasoning_content == THINKING
+    assert getattr(off.choices[0].message, "reasoning_content", None) in (None, "")

@@ -89,7 +89,7 @@ class _API:
 
         chat = parse_chat_request(await _read_json(request, self.config.max_body_bytes), self.config)
         try:
-            prompt_ids, opens_thinking = self.engine.encode(chat.messages)
+            prompt_ids, opens_thinking = self.engine.encode(chat.messages, chat.template_kwargs)
         except (TemplateError, ValueError) as exc:  # the chat template rejects the conversation
             raise APIError(400, f"The chat template rejected the messages: {exc}", param="messages") from None
         fit_context(chat, len(prompt_ids), self.config)

@@ -58,17 +58,19 @@ class ChatEngine:
             what = f"{model!r} with adapter {str(adapter)!r}" if adapter else repr(model)
             raise ModelLoadError(f"cannot load {what}: {first_line(exc)}") from exc
 
-    def render(self, messages: list[dict[str, str]]) -> str:
-        """The generation prompt for a chat (the chat format's system prompt goes first unless one is given)."""
+    def render(self, messages: list[dict[str, str]], template_kwargs: dict[str, Any] | None = None) -> str:
+        """The generation prompt for a chat (the chat format's system prompt goes first unless one is given);
+        ``template_kwargs`` (a request's ``chat_template_kwargs``, e.g. ``enable_thinking``) override the format's."""
         if self.chat_format.system_prompt and (not messages or messages[0]["role"] != "system"):
             messages = [{"role": "system", "content": self.chat_format.system_prompt}, *messages]
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, **self.chat_format.chat_template_kwargs()
-        )
+        kwargs = {**self.chat_format.chat_template_kwargs(), **(template_kwargs or {})}
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
 
-    def encode(self, messages: list[dict[str, str]]) -> tuple[list[int], bool]:
+    def encode(
+        self, messages: list[dict[str, str]], template_kwargs: dict[str, Any] | None = None
+    ) -> tuple[list[int], bool]:
         """The prompt's token ids, and whether it leaves the model inside the thinking block."""
-        prompt = self.render(messages)
+        prompt = self.render(messages, template_kwargs)
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return list(ids), prompt_opens_thinking(prompt)
 

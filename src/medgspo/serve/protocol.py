@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from medgspo.modeling.generation import OptionError, SamplingOptions
@@ -79,6 +79,7 @@ class ChatRequest:
     include_usage: bool = False
     stop: tuple[str, ...] = ()
     max_tokens_given: bool = False  # else the budget is what the context leaves (:func:`fit_context`)
+    template_kwargs: dict[str, Any] = field(default_factory=dict)  # ``chat_template_kwargs`` (``enable_thinking``)
 
 
 def parse_chat_request(body: Any, config: ServerConfig) -> ChatRequest:
@@ -111,7 +112,28 @@ def parse_chat_request(body: Any, config: ServerConfig) -> ChatRequest:
     include_usage = stream_options.get("include_usage") is True
     stop = parse_stop(body.get("stop"))
     given = body.get(max_name) is not None
-    return ChatRequest(parse_messages(body.get("messages")), options, stream, include_usage, stop, given)
+    messages = parse_messages(body.get("messages"))
+    return ChatRequest(messages, options, stream, include_usage, stop, given, template_kwargs(body))
+
+
+TEMPLATE_KWARGS = {"enable_thinking": bool}  # what ``chat_template_kwargs`` may set (vLLM's per-request switch)
+
+
+def template_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's ``chat_template_kwargs``: only the keys this server's template honours, with their types.
+
+    >>> template_kwargs({"chat_template_kwargs": {"enable_thinking": False}}), template_kwargs({})
+    ({'enable_thinking': False}, {})
+    """
+    kwargs = _get(body, "chat_template_kwargs", dict, None) or {}
+    for key, value in kwargs.items():
+        if key not in TEMPLATE_KWARGS:
+            message = f"chat_template_kwargs.{key} is not supported; this server honours {', '.join(TEMPLATE_KWARGS)}."
+            raise APIError(400, message, param=f"chat_template_kwargs.{key}", code="unsupported_parameter")
+        if not isinstance(value, TEMPLATE_KWARGS[key]):
+            message = f"chat_template_kwargs.{key} must be a {TEMPLATE_KWARGS[key].__name__}."
+            raise APIError(400, message, param=f"chat_template_kwargs.{key}", code="invalid_type")
+    return dict(kwargs)
 
 
 def fit_context(chat: ChatRequest, prompt_tokens: int, config: ServerConfig) -> None:
@@ -155,7 +177,6 @@ NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     "presence_penalty": (None, 0, 0.0),
     "frequency_penalty": (None, 0, 0.0),
     "logit_bias": (None, {}),
-    "chat_template_kwargs": (None, {}),
     "prediction": (None,),
     "audio": (None,),
     "modalities": (None, ["text"]),
