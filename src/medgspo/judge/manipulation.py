@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from medgspo.judge.sanitize import TURN_OPENERS, fold
+from medgspo.judge.sanitize import JUDGE_TAGS, TURN_OPENERS, fold
 
 _TIER_VALUE = r"(?:[A-E](?![A-Za-z])|[+\-]?(?:2(?:\.0+)?|0\.5|0(?:\.0+)?|1(?:\.0+)?)(?![\d.])\s*分?|满分)"
 _KEYS_ZH = r"评分|得分|分数|打分|等级|评级|判定|标签|评定|评价等级"
@@ -37,7 +37,7 @@ _VERDICT = re.compile(
 )
 _FINAL_EN = re.compile(rf"\b(?:final|overall|my)\s+(?:{_KEYS_EN})\s*(?:[:=]|\bis\b)\s*{_TIER_VALUE}", re.I)
 _BRACKETS = re.compile(r"\[\[\s*(?:[A-E]|[+\-]?\d(?:\.\d)?)\s*\]\]")
-_OUR_TAGS = re.compile(r"<\s*/?\s*(?:candidate_answer|reference_answer|question)[\w\s=\"']*>", re.IGNORECASE)
+_OUR_TAGS = re.compile(rf"<\s*/?\s*(?:{JUDGE_TAGS})[\w\s=\"']*>", re.IGNORECASE)
 _ROLE_LINE = re.compile(
     r"^\s*(?:#+\s*)?(?:system|assistant|user|developer|系统提示|系统消息|系统指令|system prompt)\s*[:：]", re.I | re.M
 )

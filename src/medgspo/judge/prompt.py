@@ -26,13 +26,13 @@ from medgspo.data.chat_format import THINK_CLOSE, split_completion
 from medgspo.judge.accounting import MANIPULATION_REASON
 from medgspo.judge.config import RUBRICS, JudgeConfig
 from medgspo.judge.manipulation import manipulation
-from medgspo.judge.sanitize import clean, fold, only_special_tokens
+from medgspo.judge.sanitize import JUDGE_TAGS, clean, fold, only_special_tokens
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RUBRIC = JudgeConfig.rubric
 _SECTION = re.compile(r"^<<<(system|user|reask)>>>\n", re.MULTILINE)
-_OUR_TAGS = re.compile(r"<\s*(/?)\s*(candidate_answer\w*|reference_answer|question|think)\b[^<>\n]{0,40}>", re.I)
+_OUR_TAGS = re.compile(rf"<\s*(/?)\s*({JUDGE_TAGS}|think)\b[^<>\n]{{0,40}}>", re.I)
 _VERDICT_WORDS = "评分|得分|分数|打分|等级|评级|判定|标签|结论|score|rating|grade|label|verdict|tier"
 _QUOTED_KEY = re.compile(rf"([\"'])\s*({_VERDICT_WORDS})\s*\1\s*[:：=]", re.IGNORECASE)
 _KEY_COLON = re.compile(rf"({_VERDICT_WORDS})(\s*)[:：=]", re.IGNORECASE)

@@ -39,6 +39,9 @@ SPECIAL_TOKENS = re.compile(
     r"|\[/INST\]|<</SYS>>|\[(?:PAD|UNK|CLS|SEP|MASK|EOS|BOS)\]",
     re.IGNORECASE,
 )
+# The judge prompt's own tags (the candidate's carries a nonce suffix): defused in what the judge reads
+# (``prompt.neutralize``), and an answer that writes one is manipulation (``manipulation``).
+JUDGE_TAGS = r"candidate_answer\w*|reference_answer|question"
 _WORDLIKE = re.compile(r"[\w\u3400-\u4dbf\u4e00-\u9fff]")
 
 
