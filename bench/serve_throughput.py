@@ -1,8 +1,10 @@
-"""``medgspo serve`` under concurrent users: requests/s and p50/p95 latency at concurrency 1, 4, 16, 64.
+"""``medgspo serve`` under concurrent users: requests/s and p50/p95 latency at concurrency 1, 4, 16, 64, and what a
+maximum-length prompt does to the requests around it, with and without chunked prefill.
 
     python bench/serve_throughput.py                          # tiny model, 64 tokens per answer, torch's threads
     python bench/serve_throughput.py --threads 1 --unbatched  # also the one-at-a-time server (--max_batch_size 1)
     python bench/serve_throughput.py --model runs/merged --max-tokens 256 --concurrency 1 8 32
+    python bench/serve_throughput.py --long-prompt-only       # only the long-prompt table
 
 The server runs in this process on 127.0.0.1 (``BackgroundServer``, a free port) and the clients are aiohttp
 requests from this process's event loop, all at once per wave. Every request is greedy with the same
@@ -11,6 +13,12 @@ requests from this process's event loop, all at once per wave. Every request is 
 after another); loops are bounded. Printed per level: requests/s, p50/p95 latency, the wave's wall time divided by
 one request's time at concurrency 1 (issue 15's goal: 16 concurrent within 3x), and requests/s relative to
 concurrency 1 (each table against its own concurrency-1 row).
+
+The long-prompt table: a stream is running; a prompt of the model's whole context (minus one token) arrives on
+``/v1/completions``, and right after it a short streamed chat. Measured, the median of ``--repeats`` rounds: the
+running stream's longest gap between two tokens, the short request's time to its first token and to its end; once
+with the prompt prefilled in one forward pass (``--prefill_chunk`` = the context) and once in chunks of 512 tokens
+between decode steps (the default), side by side on the same model in one run.
 """
 
 from __future__ import annotations
@@ -82,6 +90,70 @@ def measure(engine: ChatEngine, args: argparse.Namespace, max_batch_size: int) -
     return rows
 
 
+async def stream_times(session, url: str, body: dict) -> list[float]:
+    """The arrival time of every text-bearing event of a streamed completion (``time.perf_counter``)."""
+    times = []
+    async with session.post(url, json={**body, "stream": True}) as response:
+        assert response.status == 200, await response.text()
+        async for line in response.content:
+            if line.startswith(b"data: {") and b'"text": ""' not in line:
+                times.append(time.perf_counter())
+    return times
+
+
+async def long_prompt_round(base: str, context: int, vocab: int, silent: list[int]) -> dict:
+    """One round: a running stream, then a maximum-length prompt, then a short streamed request (raw completions,
+    so every token is an event; ``silent`` tokens, special ones that decode to no text, are banned)."""
+    import aiohttp
+
+    chat = base + "/v1/completions"
+    long_ids = [(7 * i) % (vocab - 10) + 5 for i in range(context - 1)]
+    message = {"prompt": QUESTION.format(i=0), "temperature": 0, "logit_bias": {str(i): -100 for i in silent}}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        running = asyncio.create_task(stream_times(session, chat, {**message, "max_tokens": 96}))
+        await asyncio.sleep(0.05)  # the stream is decoding
+        long_body = {"prompt": long_ids, "max_tokens": 1, "temperature": 0}
+        long = asyncio.create_task(session.post(base + "/v1/completions", json=long_body))
+        await asyncio.sleep(0.01)
+        sent = time.perf_counter()
+        short = await stream_times(session, chat, {**message, "max_tokens": 8})
+        (await long).release()
+        times = await running
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    return {"stall": max(gaps), "ttft": short[1] - sent, "total": short[-1] - sent}
+
+
+def long_prompt_effect(engine: ChatEngine, repeats: int) -> list[tuple[str, dict]]:
+    """The long-prompt rounds for one-pass and chunked prefill (medians)."""
+    context = engine.model.config.get_text_config().max_position_embeddings
+    vocab = int(engine.model.get_output_embeddings().weight.shape[0])
+    silent = sorted({*engine.tokenizer.all_special_ids, *engine.tokenizer.get_added_vocab().values()})
+    rows = []
+    for label, chunk in ((f"one forward pass ({context - 1} tokens)", context), ("chunks of 512 (default)", 512)):
+        config = ServerConfig("bench", prefill_chunk=chunk, max_queue=8)
+        with BackgroundServer(create_app(engine, config)) as server:
+            asyncio.run(long_prompt_round(server.url, context, vocab, silent))  # warm-up
+            rounds = [asyncio.run(long_prompt_round(server.url, context, vocab, silent)) for _ in range(repeats)]
+        rows.append((label, {key: quantile([r[key] for r in rounds], 0.5) for key in rounds[0]}))
+    return rows
+
+
+def print_long_prompt(rows: list[tuple[str, dict]]) -> None:
+    print("\nA maximum-length prompt arrives while a stream runs, then a short streamed request (medians)")
+    print(
+        "| prefill of the long prompt | running stream's longest token gap s | short request: first token s | "
+        "short request: done s |"
+    )
+    print("|---|---:|---:|---:|")
+    for label, r in rows:
+        print(f"| {label} | {r['stall']:.3f} | {r['ttft']:.3f} | {r['total']:.3f} |")
+    (_, one), (_, chunked) = rows
+    print(
+        f"chunked vs one pass: longest gap {one['stall'] / chunked['stall']:.1f}x shorter, first token "
+        f"{one['ttft'] / chunked['ttft']:.1f}x sooner, short request done {one['total'] / chunked['total']:.1f}x sooner"
+    )
+
+
 def print_table(title: str, rows: list[dict], one_request_s: float, one_rps: float) -> None:
     print(f"\n{title}")
     print(
@@ -107,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=16, help="the server's --max_batch_size (default 16)")
     parser.add_argument("--unbatched", action="store_true", help="also measure --max_batch_size 1 (one at a time)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the long-prompt table (default 3)")
+    parser.add_argument("--long-prompt-only", action="store_true", help="only the long-prompt table")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         f"cpu, {torch.get_num_threads()} torch threads" if engine.model.device.type == "cpu" else engine.model.device
     )
     print(f"model {args.model} ({where}); greedy, {args.max_tokens} tokens per answer; server and clients in-process")
+    if args.repeats:
+        print_long_prompt(long_prompt_effect(engine, args.repeats))
+    if args.long_prompt_only:
+        return 0
     runs = [(f"--max_batch_size {args.max_batch_size} (continuous batching)", args.max_batch_size)]
     if args.unbatched:
         runs.append(("--max_batch_size 1 (one request at a time, as before issue 15)", 1))

@@ -29,6 +29,11 @@ GREEDY = SamplingOptions(temperature=0, max_new_tokens=24)
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir) -> ChatEngine:
+    return sharp_engine(tiny_model_dir)
+
+
+def sharp_engine(tiny_model_dir) -> ChatEngine:
+    """The tiny model with its weights scaled up: greedy decoding wanders instead of repeating one token."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()

@@ -32,6 +32,11 @@ ERROR_KEYS = {"message", "type", "param", "code"}
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir, tmp_path_factory) -> ChatEngine:
+    return memorized_engine(tiny_model_dir, tmp_path_factory)
+
+
+def memorized_engine(tiny_model_dir, tmp_path_factory) -> ChatEngine:
+    """The tiny model with the adapter that answers QUESTION with THINKING and ANSWER."""
     adapter = memorized_adapter(tiny_model_dir, tmp_path_factory.getbasetemp() / "memorized-adapter")
     return ChatEngine.load(str(tiny_model_dir), adapter)
 
@@ -44,6 +49,10 @@ def server(engine):
 
 @pytest.fixture(scope="module")
 def client(server) -> OpenAI:
+    return openai_client(server)
+
+
+def openai_client(server) -> OpenAI:
     return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
@@ -167,7 +176,8 @@ BAD_REQUESTS = {
     "max_tokens over the limit": ({**GOOD, "max_tokens": LIMIT + 1}, 400, "max_tokens"),
     "max_completion_tokens over": ({**GOOD, "max_completion_tokens": 10_000}, 400, "max_completion_tokens"),
     "stream not bool": ({**GOOD, "stream": "yes"}, 400, "stream"),
-    "n above 1": ({**GOOD, "n": 2}, 400, "n"),
+    "n above the batch": ({**GOOD, "n": 17}, 400, "n"),
+    "n zero": ({**GOOD, "n": 0}, 400, "n"),
     "stop not a string": ({**GOOD, "stop": [1]}, 400, "stop"),
     "five stops": ({**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     "unknown model": ({**GOOD, "model": "gpt-4o"}, 404, "model"),
@@ -336,6 +346,11 @@ def test_web_page_is_served(server):
         (["--max-batch-size", "0"], "--max_batch_size must be >= 1"),
         (["--port", "70000"], "--port must be between 0 and 65535"),
         (["--adapter", "no-such-adapter"], "adapter folder not found"),
+        (["--prefill-chunk", "0"], "--prefill_chunk must be >= 1"),
+        (["--keepalive_timeout", "0"], "--keepalive_timeout must be > 0"),
+        (["--default-chat-template-kwargs", "{enable_thinking: no}"], "must be a JSON object"),
+        (["--default_chat_template_kwargs", '{"tools": []}'], "--default_chat_template_kwargs tools is not supported"),
+        (["--default_chat_template_kwargs", '{"enable_thinking": 0}'], "enable_thinking must be a bool"),
     ],
 )
 def test_cli_mistakes_are_one_line_errors(argv, message, capsys):
@@ -411,13 +426,15 @@ def test_malformed_bodies_are_400_without_a_traceback(server, raw, caplog):
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 5}, "top_logprobs"),
+        ({"top_logprobs": 5}, "top_logprobs"),  # needs logprobs: true
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"presence_penalty": 1.0}, "presence_penalty"),
-        ({"frequency_penalty": 0.5}, "frequency_penalty"),
-        ({"logit_bias": {"11": 5}}, "logit_bias"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"frequency_penalty": "x"}, "frequency_penalty"),
+        ({"logit_bias": {"11": 101}}, "logit_bias"),
+        ({"logit_bias": {"-1": 5}}, "logit_bias"),
+        ({"logit_bias": {"999999": 5}}, "logit_bias"),
         ({"chat_template_kwargs": {"add_vision_id": True}}, "chat_template_kwargs.add_vision_id"),
         ({"chat_template_kwargs": {"enable_thinking": "no"}}, "chat_template_kwargs.enable_thinking"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
@@ -436,17 +453,19 @@ def test_defaults_that_ask_for_nothing_are_accepted(client):
 
 def test_a_prompt_past_the_context_is_400_with_vllms_wording(server, client):
     long = {"model": MODEL_ID, "messages": [{"role": "user", "content": "胸痛发热" * 10_000}], "max_tokens": 4}
-    start = time.monotonic()
+    steps = http(server.url + "/health")[1]["steps"]
     status, error = http(server.url + "/v1/chat/completions", long)
     assert status == 400 and error["error"]["code"] == "context_length_exceeded", error
     assert error["error"]["message"].startswith("This model's maximum context length is ")
-    assert "in the messages" in error["error"]["message"] and time.monotonic() - start < 30  # refused, not prefilled
+    assert "in the messages" in error["error"]["message"]
+    assert http(server.url + "/health")[1]["steps"] == steps  # refused before any forward pass
     assert ask(client).choices[0].message.content == ANSWER  # and the server goes on
 
 
-def bad_bodies(count: int, seed: int = 0) -> list[bytes]:
-    """``count`` request bodies each wrong in one way: a field out of range or of the wrong type, an unsupported
-    field asking for something, malformed JSON, a bad message list."""
+def bad_bodies(count: int, seed: int = 0) -> list[tuple[str, bytes]]:
+    """``count`` (route, request body) pairs, each body wrong in one way: a field out of range or of the wrong type,
+    an unsupported field asking for something, malformed JSON, a bad message list or prompt. Every fourth goes to
+    ``/v1/completions`` (its ``prompt`` in place of ``messages``)."""
     import random
 
     rng = random.Random(seed)
@@ -457,26 +476,38 @@ def bad_bodies(count: int, seed: int = 0) -> list[bytes]:
         "top_k": [-2, 10**6, "k", 1.5, *huge],
         "max_tokens": [0, -5, LIMIT + 1, "ten", 2.5, *huge],
         "seed": [2**64, -(2**63) - 1, "s", 1.5, [1], 10**30],
-        "n": [0, 2, 10**9, "1"],
+        "n": [0, 17, 10**9, "1", 1.5],
         "stop": [5, [1, 2], ["a"] * 9, {"x": 1}],
         "messages": [[], "hi", [{"role": "robot", "content": "x"}], [{"role": "user"}], [{"content": "x"}], [1]],
-        "logprobs": [True],
-        "logit_bias": [{"1": 100}],
+        "logprobs": ["yes", 1],
+        "top_logprobs": [21, -1, "5"],
+        "presence_penalty": [-2.5, 3, "p"],
+        "frequency_penalty": [2.1, [], float("inf")],
+        "logit_bias": [{"1": 101}, {"x": 1}, {"99999999": 1}, {"1": "a"}, []],
         "response_format": [{"type": "json_object"}],
         "tools": [[{"type": "function"}]],
         "stream_options": [{"include_usage": True}],
         "model": ["another-model", 5],
     }
+    prompts = ["", [], [1, 10**7], [-1], [[1], "a", 5], [True], {"a": 1}, [[]], 5]
     bodies = []
-    for _ in range(count):
+    for index in range(count):
+        route = "/v1/completions" if index % 4 == 3 else "/v1/chat/completions"
         body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "你好"}], "max_tokens": 2}
         kind = rng.random()
         if kind < 0.1:
-            bodies.append(rng.choice([b"{", b"[]", b"null", b'{"messages": ' + b"[" * 5000, b"\xff\xfe", b""]))
+            bodies.append((route, rng.choice([b"{", b"[]", b"null", b'{"a": ' + b"[" * 5000, b"\xff\xfe", b""])))
             continue
         field = rng.choice(list(wrong))
         body[field] = rng.choice(wrong[field])
-        bodies.append(json.dumps(body, allow_nan=True).encode())
+        if route == "/v1/completions":
+            messages = body.pop("messages")
+            body["prompt"] = rng.choice(prompts) if field == "messages" else "你好"
+            body["echo"] = messages is None or rng.random() < 0.5
+            if field in ("logprobs", "top_logprobs"):  # a count of 0 to 20 here
+                body.pop(field)
+                body["logprobs"] = rng.choice([21, -1, "x", True, 2.5])
+        bodies.append((route, json.dumps(body, allow_nan=True).encode()))
     return bodies
 
 
@@ -493,8 +524,8 @@ def test_fuzzed_bad_requests_get_4xx_while_good_streams_finish(server, client):
     statuses = []
     with ThreadPoolExecutor(4) as pool:
         streams = [pool.submit(stream) for _ in range(6)]
-        for raw in bad_bodies(300):
-            request = urllib.request.Request(server.url + "/v1/chat/completions", data=raw, method="POST")
+        for route, raw in bad_bodies(300):
+            request = urllib.request.Request(server.url + route, data=raw, method="POST")
             request.add_header("Content-Type", "application/json")
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:

@@ -5,8 +5,8 @@
     with BackgroundServer(app) as server: ...                          # notebooks and tests: server.url
 
 Routes: ``GET /`` (the web page, ``resources/web/index.html``), ``GET /health``, ``GET /v1/models``,
-``GET /v1/models/{id}`` and ``POST /v1/chat/completions`` (``stream`` true or false; the wire format is
-:mod:`medgspo.serve.protocol`). Requests are generated together by one :class:`~medgspo.serve.batcher.Batcher`
+``GET /v1/models/{id}``, and the generation routes ``POST /v1/chat/completions`` and ``POST /v1/completions``
+(:mod:`medgspo.serve.endpoints`). Requests are generated together by one :class:`~medgspo.serve.batcher.Batcher`
 (continuous batching, at most ``max_batch_size`` rows); up to ``max_queue`` more wait, and beyond that the answer is
 503 with ``Retry-After``. A client that disconnects frees its place. aiohttp is imported inside the functions.
 """
@@ -21,27 +21,15 @@ import logging
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from medgspo.serve import redact
-from medgspo.serve.batcher import Batcher, QueueFull
-from medgspo.serve.channel import ClientGone, JobChannel
-from medgspo.serve.engine import ChatEngine, GenerationResult
-from medgspo.serve.protocol import (
-    APIError,
-    ChatRequest,
-    ServerConfig,
-    chunk_body,
-    completion_body,
-    fit_context,
-    parse_chat_request,
-    sse,
-    usage,
-)
-from medgspo.serve.streaming import THINKING, ThinkSplitter
+from medgspo.serve.batcher import Batcher
+from medgspo.serve.endpoints import Endpoints
+from medgspo.serve.engine import ChatEngine
+from medgspo.serve.protocol import APIError, ServerConfig
 from medgspo.utils.paths import RESOURCES
 
 logger = logging.getLogger(__name__)
@@ -84,101 +72,23 @@ class _API:
     def _model_card(self) -> dict[str, Any]:
         return {"id": self.config.model_id, "object": "model", "created": self.created, "owned_by": "medgspo"}
 
-    async def chat_completions(self, request):
-        from jinja2 import TemplateError
 
-        chat = parse_chat_request(await _read_json(request, self.config.max_body_bytes), self.config)
-        try:
-            prompt_ids, opens_thinking = self.engine.encode(chat.messages, chat.template_kwargs)
-        except (TemplateError, ValueError) as exc:  # the chat template rejects the conversation
-            raise APIError(400, f"The chat template rejected the messages: {exc}", param="messages") from None
-        fit_context(chat, len(prompt_ids), self.config)
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        channel = self._submit(chat, prompt_ids, opens_thinking)
-        try:
-            if chat.stream:
-                return await self._stream(request, chat, completion_id, channel)
-            result = await channel.result(partial(_client_gone, request))
-            return _json(completion_body(completion_id, self.config.model_id, result))
-        except ClientGone:
-            logger.info("Client went away while waiting for %s; its generation was cancelled.", completion_id)
-            return _json({}, 499)  # nginx's "client closed request"; nobody reads it
-        finally:
-            channel.close()
-
-    def _submit(self, chat: ChatRequest, prompt_ids: list[int], opens_thinking: bool) -> JobChannel:
-        try:
-            return JobChannel(
-                self.batcher,
-                prompt_ids,
-                chat.options,
-                stop=chat.stop,
-                opens_thinking=opens_thinking,
-                stream=chat.stream,
-            )
-        except QueueFull as full:
-            message = f"The server is busy; retry after {full.retry_after} s."
-            headers = {"Retry-After": str(full.retry_after)}
-            raise APIError(503, message, type="server_error", code="server_busy", headers=headers) from None
-
-    async def _stream(self, request, chat: ChatRequest, completion_id: str, channel: JobChannel):
-        from aiohttp import web
-
-        headers = {
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-        response = web.StreamResponse(headers=headers)
-        await response.prepare(request)
-        chunk = partial(chunk_body, completion_id, self.config.model_id)
-        splitter = ThinkSplitter(start_in_thinking=channel.job.opens_thinking)
-        try:
-            await response.write(sse(chunk({"role": "assistant", "content": ""})))
-            async for item in channel.items(partial(_client_gone, request)):
-                if isinstance(item, GenerationResult):
-                    await _write_events(response, chunk, splitter.flush())
-                    await response.write(sse(chunk({}, item.finish_reason)))
-                    if chat.include_usage:
-                        await response.write(sse({**chunk({}), "choices": [], "usage": usage(item)}))
-                    await response.write(sse("[DONE]"))
-                else:
-                    await _write_events(response, chunk, splitter.feed(item))
-        except ConnectionError:  # aiohttp's write error on a closed connection, or ClientGone
-            logger.info("Client went away during %s; its generation was cancelled.", completion_id)
-        except Exception:
-            logger.exception("Generation failed during %s", completion_id)
-            await _write_quietly(response, sse(APIError(500, "Generation failed.", type="server_error").body()))
-        return response
-
-
-def _client_gone(request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-async def _write_quietly(response, data: bytes) -> None:
-    try:
-        await response.write(data)
-    except ConnectionError:
-        pass
-
-
-async def _write_events(response, chunk, events) -> None:
-    for kind, text in events:
-        await response.write(sse(chunk({"reasoning_content" if kind == THINKING else "content": text})))
-
-
-async def _read_json(request, max_body_bytes: int) -> Any:
+async def _read_json(request, limits: ServerConfig) -> Any:
+    """The request's JSON body: 413 past ``max_body_bytes``, 408 when it does not arrive within
+    ``keepalive_timeout``, 400 when it is not JSON or nests too deep (:func:`body_problem`)."""
     from aiohttp import web
 
+    max_body_bytes = limits.max_body_bytes
     too_large = APIError(413, f"The request body is larger than {max_body_bytes} bytes.", code="request_too_large")
     if request.content_length is not None and request.content_length > max_body_bytes:
         raise too_large
     try:
-        raw = await request.read()
+        raw = await asyncio.wait_for(request.read(), limits.keepalive_timeout)
     except web.HTTPRequestEntityTooLarge:
         raise too_large from None
+    except asyncio.TimeoutError:
+        message = f"The request body did not arrive within {limits.keepalive_timeout:g} s."
+        raise APIError(408, message, code="request_timeout") from None
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -284,15 +194,21 @@ def create_app(engine: ChatEngine, config: ServerConfig, batcher: Batcher | None
 
     redact.install(config.api_key)  # no key in any aiohttp log line, whatever a client sends
     if batcher is None:
-        batcher = Batcher(engine, config.max_batch_size, config.max_queue).start()
+        batcher = Batcher(engine, config.max_batch_size, config.max_queue, config.prefill_chunk).start()
     config = model_limits(config, engine.model)
     api = _API(engine, config, batcher)
-    app = web.Application(middlewares=_middlewares(config), client_max_size=config.max_body_bytes)
+    endpoints = Endpoints(engine, config, batcher, partial(_read_json, limits=config))
+    app = web.Application(
+        middlewares=_middlewares(config),
+        client_max_size=config.max_body_bytes,
+        handler_args={"keepalive_timeout": config.keepalive_timeout},  # headers must arrive within it, too
+    )
     app.router.add_get("/", api.index)
     app.router.add_get("/health", api.health)
     app.router.add_get("/v1/models", api.models)
     app.router.add_get("/v1/models/{model}", api.model)
-    app.router.add_post("/v1/chat/completions", api.chat_completions)
+    app.router.add_post("/v1/chat/completions", endpoints.chat_completions)
+    app.router.add_post("/v1/completions", endpoints.completions)
 
     async def close_batcher(_app) -> None:
         await asyncio.get_running_loop().run_in_executor(None, batcher.close)

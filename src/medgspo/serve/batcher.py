@@ -7,10 +7,11 @@
     batcher.close()
 
 Each turn of the loop is one forward pass (:mod:`medgspo.serve.kvcache`): a *prefill* of the requests that arrived
-since the last turn, whose rows then join the running batch, or one *decode* step for every running row. Each row has
-its own ``max_tokens``, temperature / top_p / top_k, seed and stop strings (:mod:`medgspo.serve.sampling`,
-:mod:`medgspo.serve.detokenize`), and leaves the batch as soon as it ends (end-of-sequence token, a stop string,
-``max_tokens``, or cancelled) without waiting for the longest. ``on_text`` and ``on_done`` are called on the
+since the last turn, whose rows then join the running batch, one *chunk* of a long prompt's prefill
+(:mod:`medgspo.serve.prefill`; chunks and decode steps alternate, so a long prompt never stalls the batch), or one
+*decode* step for every running row. Each row has its own ``max_tokens``, sampling settings, penalties, seed, stop
+strings and logprobs (:mod:`medgspo.serve.choose`, :mod:`medgspo.serve.detokenize`), and leaves the batch as soon as
+it ends (end-of-sequence token, a stop string, ``max_tokens``, or cancelled) without waiting for the longest. ``on_text`` and ``on_done`` are called on the
 batcher's thread; they must only hand the value over (``loop.call_soon_threadsafe``). Tests drive :meth:`step` by
 hand instead of calling :meth:`start`.
 """
@@ -26,9 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 from medgspo.serve import kvcache
+from medgspo.serve.choose import choose_tokens
 from medgspo.serve.engine import ChatEngine, GenerationResult
 from medgspo.serve.jobs import FAILED, Job, QueueFull, Row, Stats
-from medgspo.serve.sampling import RowSettings, next_tokens
+from medgspo.serve.prefill import DEFAULT_CHUNK, ChunkedPrompt, needs_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +38,21 @@ logger = logging.getLogger(__name__)
 class Batcher:
     """Runs jobs on one model in a continuously refilled batch of at most ``max_batch_size`` rows."""
 
-    def __init__(self, engine: ChatEngine, max_batch_size: int = 16, max_queue: int = 64) -> None:
+    def __init__(
+        self, engine: ChatEngine, max_batch_size: int = 16, max_queue: int = 64, prefill_chunk: int = DEFAULT_CHUNK
+    ) -> None:
         import torch
 
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
+        self.prefill_chunk = prefill_chunk
         self.stats = Stats()
         self._waiting: deque[Job] = deque()
         self._admitting: list[Job] = []
         self._rows: list[Row] = []
+        self._chunked: deque[ChunkedPrompt] = deque()  # admitted long prompts, prefilled a chunk per turn
+        self._chunk_turn = False  # a chunk and a decode step take turns
         self._batch: kvcache.Batch | None = None
         self._pending: Any = None  # (rows,) the token each row feeds next
         self._joinable: bool | None = None  # known after the first prefill (kvcache.can_join)
@@ -61,16 +68,20 @@ class Batcher:
     # ---- the request side (any thread) -------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
         """Queue ``job``; :class:`QueueFull` when ``max_batch_size`` run and ``max_queue`` wait already."""
+        return self.submit_all([job])[0]
+
+    def submit_all(self, jobs: list[Job]) -> list[Job]:
+        """Queue all ``jobs`` (the choices of one request) or none: :class:`QueueFull` when they do not all fit."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
-            in_use = len(self._waiting) + len(self._admitting) + len(self._rows)
-            if in_use >= self.max_batch_size + self.max_queue:
+            in_use = len(self._waiting) + len(self._admitting) + len(self._rows) + len(self._chunked)
+            if in_use + len(jobs) > self.max_batch_size + self.max_queue:
                 self.stats.rejected += 1
                 raise QueueFull(self.retry_after())
-            self._waiting.append(job)
+            self._waiting.extend(jobs)
             self._cond.notify()
-        return job
+        return jobs
 
     def retry_after(self) -> int:
         """Seconds a refused client should wait: about one request's time here (1 to 60)."""
@@ -83,6 +94,7 @@ class Batcher:
         return {
             "queue": len(self._waiting),
             "batch_size": len(self._rows),
+            "prefilling": len(self._chunked),
             "max_batch_size": self.max_batch_size,
             "max_queue": self.max_queue,
             "largest_batch": stats.largest_batch,
@@ -93,7 +105,7 @@ class Batcher:
                 "rejected": stats.rejected,
                 "failed": stats.failed,
             },
-            "steps": {"prefill": stats.prefills, "decode": stats.decode_steps},
+            "steps": {"prefill": stats.prefills, "prefill_chunks": stats.prefill_chunks, "decode": stats.decode_steps},
         }
 
     # ---- the model side (the batcher's thread) -------------------------------------------------------------------
@@ -115,7 +127,7 @@ class Batcher:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and not self._waiting and not self._rows:
+                while not self._closed and not self._waiting and not self._rows and not self._chunked:
                     self._cond.wait()
                 if self._closed:
                     return
@@ -128,16 +140,22 @@ class Batcher:
                 self._fail_all(exc)
 
     def step(self) -> bool:
-        """One forward pass: prefill newly admitted jobs, else decode one token for every row. False: idle."""
+        """One forward pass: prefill newly admitted jobs, else a chunk of a long prompt and a decode step of every
+        row in turn. False: idle."""
         import torch
 
         try:
             with torch.inference_mode():
                 self._drop_cancelled()
                 admitted = self._admit()
+                can_chunk = self._chunked and (self._joinable is not False or not self._rows)
                 if admitted:
                     self._prefill(admitted)
+                elif can_chunk and (self._chunk_turn or not self._rows):
+                    self._chunk_turn = False
+                    self._advance_chunk()
                 elif self._rows:
+                    self._chunk_turn = True
                     self._decode()
                 else:
                     return False
@@ -146,16 +164,22 @@ class Batcher:
             self._deliver()  # after the finished rows have left, so /health agrees with what clients saw
 
     def _admit(self) -> list[Job]:
+        """Move waiting jobs into the batch's free places: short prompts to be prefilled now (returned), long ones
+        (or those whose prompt logprobs are asked for) to the chunked prefill."""
         with self._cond:
-            room = self.max_batch_size - len(self._rows)
-            if self._rows and self._joinable is False:
+            room = self.max_batch_size - len(self._rows) - len(self._chunked)
+            if (self._rows or self._chunked) and self._joinable is False:
                 room = 0  # this model's cache cannot be joined: new rows wait until the batch is empty
             while room > 0 and self._waiting:
                 job = self._waiting.popleft()
                 if job.cancelled:
                     self._finish_cancelled(job)
                     continue
-                self._admitting.append(job)
+                if needs_chunks(job.prompt_ids, job.prompt_logprobs, self.prefill_chunk):
+                    for row in self._new_rows([job]):
+                        self._chunked.append(ChunkedPrompt(row, self.prefill_chunk))
+                else:
+                    self._admitting.append(job)
                 room -= 1
             return list(self._admitting)
 
@@ -167,12 +191,32 @@ class Batcher:
             return
         batch = kvcache.prefill(self.engine.model, [row.job.prompt_ids for row in rows], self._pad)
         self.stats.prefills += 1
+        with self._cond:
+            self._admitting.clear()
+        self._start(rows, batch)
+
+    def _advance_chunk(self) -> None:
+        """One chunk of the oldest long prompt; a failure fails that request alone; a finished prompt starts."""
+        part = self._chunked[0]
+        try:
+            part.advance(self.engine.model, self._pad)
+        except Exception as exc:
+            with self._cond:
+                self._chunked.popleft()
+            self._fail_one(part.row.job, exc)
+            return
+        self.stats.prefill_chunks += 1
+        if part.done:
+            with self._cond:
+                self._chunked.popleft()
+            self._start([part.row], part.batch)
+
+    def _start(self, rows: list[Row], batch: kvcache.Batch) -> None:
+        """Rows whose prompt is in ``batch``: their first token, then they join the running batch."""
         if self._joinable is None:
             self._joinable = kvcache.can_join(batch.cache)
             logger.info("Continuous batching: new requests %s.", "join running batches" if self._joinable else "wait")
-        with self._cond:
-            self._admitting.clear()
-        tokens = self._sample(batch.logits, rows)
+        tokens = choose_tokens(batch.logits, rows, self._generator)
         stay = self._advance(rows, tokens.tolist())
         if not stay:
             return
@@ -190,7 +234,7 @@ class Batcher:
         self._batch = kvcache.decode(self.engine.model, self._batch, self._pending)
         self.stats.decode_steps += 1
         self.stats.decoded_rows += len(self._rows)
-        tokens = self._sample(self._batch.logits, self._rows)
+        tokens = choose_tokens(self._batch.logits, self._rows, self._generator)
         self._leave(self._advance(self._rows, tokens.tolist()), tokens)
 
     def _leave(self, stay: list[int], tokens: Any) -> None:
@@ -210,8 +254,13 @@ class Batcher:
             gone = [job for job in self._waiting if job.cancelled]
             if gone:
                 self._waiting = deque(job for job in self._waiting if not job.cancelled)
+            parts = [part for part in self._chunked if part.row.job.cancelled]
+            if parts:
+                self._chunked = deque(part for part in self._chunked if not part.row.job.cancelled)
         for job in gone:
             self._finish_cancelled(job)
+        for part in parts:
+            self._finish(part.row, "cancelled")
         if any(row.job.cancelled for row in self._rows):
             stay = [i for i, row in enumerate(self._rows) if not row.job.cancelled]
             for row in self._rows:
@@ -243,36 +292,6 @@ class Batcher:
             generator = torch.Generator().manual_seed(job.options.seed)
         return Row(job, self.engine.decode, generator)
 
-    def _sample(self, logits: Any, rows: list[Row]) -> Any:
-        """The next token of every row; when the batch's sampling fails, each row is sampled alone and a row that
-        still fails gets :data:`FAILED` (it leaves the batch with its error; the others go on)."""
-        try:
-            return self._sample_rows(logits, rows)
-        except Exception:
-            import torch
-
-            tokens = []
-            for i, row in enumerate(rows):
-                try:
-                    tokens.append(int(self._sample_rows(logits[i : i + 1], [row])[0]))
-                except Exception as exc:
-                    row.error = exc
-                    tokens.append(FAILED)
-            return torch.tensor(tokens, device=logits.device)
-
-    def _sample_rows(self, logits: Any, rows: list[Row]) -> Any:
-        import torch
-
-        options = [row.job.options for row in rows]
-        if all(o.temperature == 0 for o in options):
-            return logits.argmax(dim=-1)
-        uniforms = [
-            float(torch.rand((), generator=row.generator or self._generator)) if o.temperature > 0 else 0.0
-            for row, o in zip(rows, options, strict=True)
-        ]
-        settings = RowSettings.stack(options, logits.device)
-        return next_tokens(logits, settings, torch.tensor(uniforms, device=logits.device))
-
     def _advance(self, rows: list[Row], tokens: list[int]) -> list[int]:
         """Append each row's token, stream its text, end finished rows; the indices of the rows that go on."""
         stay = []
@@ -280,6 +299,7 @@ class Batcher:
             if token == FAILED:
                 self._fail_one(row.job, row.error or RuntimeError("sampling failed"))
                 continue
+            row.counts[token] += 1
             if token in self._eos:
                 row.text.ids.append(token)  # counted in completion_tokens, never decoded
                 self._finish(row, "stop")
@@ -293,16 +313,25 @@ class Batcher:
                 stay.append(index)
         return stay
 
-    def _emit(self, row: Row, piece: str) -> None:
-        if piece and row.job.on_text is not None:
-            _call(row.job.on_text, piece)
+    def _emit(self, row: Row, piece: str, last: bool = False) -> None:
+        """Hand a final piece of text to the client, after the logprobs of the tokens that made it."""
+        job = row.job
+        if (piece or last) and job.on_logprobs is not None and row.unsent < len(row.logprobs):
+            entries, row.unsent = row.logprobs[row.unsent :], len(row.logprobs)
+            _call(job.on_logprobs, entries)
+        if piece and job.on_text is not None:
+            _call(job.on_text, piece)
 
     def _finish(self, row: Row, reason: str) -> None:
-        if reason != "cancelled" and not row.stops.hit:
-            self._emit(row, row.stops.feed(row.text.flush()) + row.stops.flush())
+        if reason != "cancelled":
+            tail = row.stops.feed(row.text.flush()) + row.stops.flush() if not row.stops.hit else ""
+            self._emit(row, tail, last=True)
         job = row.job
         ids = list(row.text.ids)
         result = GenerationResult(row.stops.text, len(job.prompt_ids), len(ids), reason, job.opens_thinking, ids)
+        if job.logprobs is not None:
+            result.logprobs = list(row.logprobs)
+        result.prompt_logprobs = row.prompt_logprobs
         elapsed = time.monotonic() - row.started
         stats = self.stats
         if reason == "cancelled":
@@ -329,7 +358,8 @@ class Batcher:
 
     def _fail_all(self, exc: BaseException, include_waiting: bool = False) -> None:
         with self._cond:
-            jobs = [row.job for row in self._rows] + self._admitting
+            jobs = [row.job for row in self._rows] + self._admitting + [part.row.job for part in self._chunked]
+            self._chunked.clear()
             if include_waiting:
                 jobs += list(self._waiting)
                 self._waiting.clear()

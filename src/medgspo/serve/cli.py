@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 from medgspo.data.chat_format import FORMAT_FILE
 from medgspo.errors import ConfigError
 from medgspo.modeling.generation import SamplingOptions
 from medgspo.serve.app import create_app, serve
 from medgspo.serve.chat import answer, repl
+from medgspo.serve.chat_protocol import check_template_kwarg
 from medgspo.serve.engine import ChatEngine
 from medgspo.serve.export import DTYPES, merge_adapter
-from medgspo.serve.protocol import ServerConfig
+from medgspo.serve.protocol import APIError, ServerConfig
 from medgspo.utils.cli import Command
 
 logger = logging.getLogger(__name__)
@@ -106,15 +109,50 @@ class ServeArguments:
         default=_SERVER.max_queue,
         metadata={"help": "Requests that may wait while the batch is full; more get 503 with Retry-After."},
     )
+    prefill_chunk: int = field(
+        default=_SERVER.prefill_chunk,
+        metadata={
+            "help": "Prompt tokens per forward pass: longer prompts are prefilled in chunks between decode steps."
+        },
+    )
+    keepalive_timeout: float = field(
+        default=_SERVER.keepalive_timeout,
+        metadata={"help": "Seconds for a request's headers (and body) to arrive, and for an idle connection to stay."},
+    )
+    default_chat_template_kwargs: str | None = field(
+        default=None,
+        metadata={"help": "Chat template keywords for every request, as JSON, e.g. '{\"enable_thinking\": false}'."},
+    )
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens_limit", "max_model_len", "max_body_bytes", "max_batch_size"):
+        for name in ("max_tokens_limit", "max_model_len", "max_body_bytes", "max_batch_size", "prefill_chunk"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1 (got {getattr(self, name)})")
         if self.max_queue < 0:
             raise ConfigError(f"--max_queue must be >= 0 (got {self.max_queue})")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be between 0 and 65535 (got {self.port})")
+        if not self.keepalive_timeout > 0:
+            raise ConfigError(f"--keepalive_timeout must be > 0 (got {self.keepalive_timeout})")
+        self.template_kwargs()
+
+    def template_kwargs(self) -> dict[str, Any] | None:
+        """``--default_chat_template_kwargs`` parsed; ``ConfigError`` for bad JSON or a keyword not honoured."""
+        if self.default_chat_template_kwargs is None:
+            return None
+        flag = "--default_chat_template_kwargs"
+        try:
+            kwargs = json.loads(self.default_chat_template_kwargs)
+        except ValueError:
+            raise ConfigError(f"{flag} must be a JSON object (got {self.default_chat_template_kwargs!r})") from None
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"{flag} must be a JSON object (got {self.default_chat_template_kwargs!r})")
+        try:
+            for key, value in kwargs.items():
+                check_template_kwarg(key, value, f"{flag} {key}")
+        except APIError as exc:
+            raise ConfigError(exc.message) from None
+        return kwargs
 
     def to_config(self, model: ModelArguments) -> ServerConfig:
         """The :class:`ServerConfig` these flags describe; the API key is read from ``--api_key_env`` here."""
@@ -132,6 +170,9 @@ class ServeArguments:
             max_body_bytes=self.max_body_bytes,
             max_batch_size=self.max_batch_size,
             max_queue=self.max_queue,
+            default_template_kwargs=self.template_kwargs(),
+            prefill_chunk=self.prefill_chunk,
+            keepalive_timeout=self.keepalive_timeout,
         )
 
 

@@ -38,6 +38,8 @@ class GenerationResult:
     finish_reason: str
     opens_thinking: bool = True
     token_ids: list[int] = field(default_factory=list, repr=False)  # the completion's tokens (end token included)
+    logprobs: list[Any] | None = field(default=None, repr=False)  # a TokenLogprob per token, when asked for
+    prompt_logprobs: list[Any] | None = field(default=None, repr=False)  # per prompt token (the first is None)
 
 
 class ChatEngine:
@@ -47,6 +49,7 @@ class ChatEngine:
         self.model = model
         self.tokenizer = tokenizer
         self.chat_format = chat_format
+        self._described: dict[int, tuple[str, list[int]]] = {}
 
     @classmethod
     def load(cls, model: str | None, adapter: str | Path | None = None) -> ChatEngine:
@@ -77,6 +80,19 @@ class ChatEngine:
     def decode(self, ids: list[int]) -> str:
         """Text of generated token ids (special tokens left out, as in :meth:`generate`)."""
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of raw text (``/v1/completions``: no chat template; special tokens as the tokenizer adds them)."""
+        return list(self.tokenizer(text)["input_ids"])
+
+    def describe_token(self, token_id: int) -> tuple[str, list[int]]:
+        """A token's text and its UTF-8 bytes, for logprobs (the bytes of a token that holds part of a character
+        are its own, not those of U+FFFD)."""
+        cached = self._described.get(token_id)
+        if cached is None:
+            text = self.tokenizer.decode([token_id])
+            cached = self._described[token_id] = (text, list(token_bytes(self.tokenizer, token_id, text)))
+        return cached
 
     def eos_token_ids(self) -> set[int]:
         """The token ids that end a completion (the generation config's, else the tokenizer's)."""
@@ -153,6 +169,29 @@ def stopping_criteria(should_stop: Callable[[], bool]) -> Any:
             return torch.full((input_ids.shape[0],), should_stop(), dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([_StopWhen()])
+
+
+def token_bytes(tokenizer: Any, token_id: int, text: str) -> bytes:
+    """The bytes a byte-level BPE token stands for (GPT-2's byte-to-character table, which Qwen's tokenizers use);
+    ``text`` encoded as UTF-8 for a token outside that table (special and added tokens)."""
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    table = _byte_decoder()
+    if isinstance(piece, str) and piece and all(c in table for c in piece):
+        return bytes(table[c] for c in piece)
+    return text.encode("utf-8", errors="replace")
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's reversible byte-to-character table, inverted: the printable character that stands for each byte."""
+    if not _BYTE_DECODER:
+        printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+        shifted = [b for b in range(256) if b not in printable]
+        _BYTE_DECODER.update({chr(b): b for b in printable})
+        _BYTE_DECODER.update({chr(256 + i): b for i, b in enumerate(shifted)})
+    return _BYTE_DECODER
+
+
+_BYTE_DECODER: dict[str, int] = {}
 
 
 def first_line(exc: BaseException) -> str:

@@ -2,12 +2,14 @@
 runs, the counters ``/health`` shows (:class:`Stats`), and :class:`QueueFull` for a request that finds no room.
 
 A row owns what is private to its request: its incremental decoder, its stop matcher, its random stream (its own
-``seed``) and, when its sampling fails, its own error: one request's failure never leaves this row.
+``seed``), the counts its penalties read, the logprobs it reports and, when its sampling fails, its own error: one
+request's failure never leaves this row.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from medgspo.modeling.generation import SamplingOptions
 from medgspo.serve.detokenize import IncrementalDecoder, StopMatcher
 from medgspo.serve.engine import GenerationResult
+from medgspo.serve.sampling import LogitRules, TokenLogprob
 
 
 class QueueFull(Exception):
@@ -35,6 +38,10 @@ class Job:
     on_text: Callable[[str], None] | None = None  # each final piece of text (stop strings never included)
     on_done: Callable[[GenerationResult | BaseException], None] | None = None  # exactly once
     opens_thinking: bool = True
+    rules: LogitRules = LogitRules()  # presence / frequency penalties and logit bias
+    logprobs: int | None = None  # report each generated token's logprob and this many top alternatives
+    prompt_logprobs: int | None = None  # also each prompt token's (``echo`` with ``logprobs`` on /v1/completions)
+    on_logprobs: Callable[[list[TokenLogprob]], None] | None = None  # the entries of the next ``on_text`` piece
     cancelled: bool = field(default=False, init=False)
     done: bool = field(default=False, init=False)
 
@@ -52,6 +59,7 @@ class Stats:
     rejected: int = 0
     failed: int = 0
     prefills: int = 0
+    prefill_chunks: int = 0
     decode_steps: int = 0
     decoded_rows: int = 0
     largest_batch: int = 0
@@ -71,3 +79,7 @@ class Row:
         self.generator = generator
         self.started = time.monotonic()
         self.error: BaseException | None = None  # why sampling failed for this row alone
+        self.counts: Counter[int] = Counter()  # generated tokens, for the penalties
+        self.logprobs: list[TokenLogprob] = []  # one per generated token when the job asks for logprobs
+        self.unsent = 0  # logprobs not yet handed to ``on_logprobs`` (their text is still held back)
+        self.prompt_logprobs: list[TokenLogprob | None] | None = None  # the first is None: nothing predicts it

@@ -4,6 +4,7 @@
     batch = join(batch, prefill(model, [ids_c]))    # a request that arrived meanwhile joins (rows a, b, c)
     batch = decode(model, batch, next_ids)          # one token per row -> batch.logits for the next
     batch = keep(batch, [0, 2])                     # row b finished: it leaves, the others go on
+    batch = extend(model, prefill(model, [ids[:512]]), ids[512:1024])   # chunked prefill of one long prompt
 
 Every row is left-padded, as ``model.generate`` pads a batch; each row has its own position ids (counted over its
 real tokens only), so a row gives the same tokens as it would alone. Joining needs cache surgery: the attention
@@ -31,14 +32,16 @@ class Batch:
     attention_mask: Any  # (rows, cached length) long tensor, 0 = padding
     positions: Any  # (rows,) position id of each row's next token
     logits: Any  # (rows, vocab) float logits for each row's next token
+    prompt_logits: Any = None  # (rows, tokens, vocab) logits at every position fed, when asked for (``all_logits``)
 
     @property
     def rows(self) -> int:
         return int(self.attention_mask.shape[0])
 
 
-def prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int = 0) -> Batch:
-    """Run the prompts through the model as one left-padded batch (the model makes a fresh cache)."""
+def prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int = 0, all_logits: bool = False) -> Batch:
+    """Run the prompts through the model as one left-padded batch (the model makes a fresh cache); with
+    ``all_logits`` the logits at every position are kept too (``Batch.prompt_logits``, for prompt logprobs)."""
     import torch
 
     device = model.device
@@ -49,8 +52,37 @@ def prefill(model: Any, prompts: Sequence[Sequence[int]], pad_id: int = 0) -> Ba
         ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long, device=device)
         mask[row, width - len(prompt) :] = 1
     position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as `generate` computes them
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True, logits_to_keep=1)
-    return Batch(_cache_of(out), mask, mask.sum(-1), out.logits[:, -1, :].float())
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=0 if all_logits else 1,
+    )
+    return Batch(_cache_of(out), mask, mask.sum(-1), out.logits[:, -1, :].float(), out.logits if all_logits else None)
+
+
+def extend(model: Any, batch: Batch, ids: Sequence[int], all_logits: bool = False) -> Batch:
+    """Feed the next ``ids`` of a one-row batch's prompt in one forward pass (chunked prefill): its keys and values
+    are appended to the cache, the linear-attention layers go on from their recurrent and convolution states."""
+    import torch
+
+    if batch.rows != 1:
+        raise ValueError("extend() continues the prompt of a one-row batch")
+    device = batch.attention_mask.device
+    new = torch.tensor([list(ids)], dtype=torch.long, device=device)
+    mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones((1, len(ids)))], dim=1)
+    positions = batch.positions[:, None] + torch.arange(len(ids), device=device)[None, :]
+    out = model(
+        input_ids=new,
+        attention_mask=mask,
+        position_ids=positions,
+        cache=batch.cache,
+        use_cache=True,
+        logits_to_keep=0 if all_logits else 1,
+    )
+    logits = out.logits[:, -1, :].float()
+    return Batch(_cache_of(out), mask, batch.positions + len(ids), logits, out.logits if all_logits else None)
 
 
 def decode(model: Any, batch: Batch, next_ids: Any) -> Batch:

@@ -1,29 +1,31 @@
-"""OpenAI's chat-completions wire format for ``medgspo serve`` (pure: no HTTP, no model).
+"""What the two OpenAI generation endpoints of ``medgspo serve`` share on the wire (pure: no HTTP, no model).
 
-    chat = parse_chat_request(json.loads(body), ServerConfig("medgspo"))   # or APIError(400/404, param=...)
-    completion_body(completion_id, model_id, result)                        # a ``chat.completion`` object
-    sse(chunk_body(completion_id, model_id, {"content": "……"}))             # one streamed event
+    params = parse_generation(body, ServerConfig("medgspo"))    # sampling, penalties, stop, n, stream; or APIError
+    fit_context(params, prompt_tokens, config)                  # prompt + max_tokens must fit the context
+    sse({"choices": [...]})                                     # one streamed event
 
-The reasoning goes in ``reasoning_content`` and the answer in ``content`` (the DeepSeek / vLLM convention); errors
-have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
+The chat endpoint's own fields are in :mod:`medgspo.serve.chat_protocol`, the completions endpoint's in
+:mod:`medgspo.serve.text_protocol`. Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from medgspo.modeling.generation import OptionError, SamplingOptions
 from medgspo.serve.engine import GenerationResult
-from medgspo.serve.streaming import split_text
+from medgspo.serve.sampling import LogitRules
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("system", "developer", "user", "assistant")
 MAX_STOP = 4  # OpenAI's limit on stop strings
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs (chat); vLLM takes the same on /v1/completions
+MAX_LOGIT_BIAS = 1024  # entries in one logit_bias (ours: OpenAI documents no count)
+PENALTY_RANGE = (-2.0, 2.0)  # presence_penalty, frequency_penalty (OpenAI's range)
+BIAS_RANGE = (-100.0, 100.0)  # each logit_bias value (OpenAI's range)
 
 
 @dataclass
@@ -38,6 +40,9 @@ class ServerConfig:
     max_batch_size: int = 16
     max_queue: int = 64
     vocab_size: int | None = None  # the model's; ``create_app`` fills it in, and top_k must fit it
+    default_template_kwargs: dict[str, Any] | None = None  # ``--default_chat_template_kwargs`` (requests override)
+    prefill_chunk: int = 512  # prompt tokens per forward pass of a long prompt (chunked prefill)
+    keepalive_timeout: float = 10.0  # seconds for a request's headers to arrive, and an idle connection to stay
 
 
 DEFAULT_MAX_TOKENS = 1024  # a request's budget where neither a limit nor the context is known
@@ -70,81 +75,65 @@ class APIError(Exception):
 
 # ---- requests ---------------------------------------------------------------------------------------------------
 @dataclass
-class ChatRequest:
-    """A validated ``POST /v1/chat/completions`` body."""
+class Generation:
+    """What both endpoints take for generating: sampling options, logit rules, stop strings, ``n``, streaming."""
 
-    messages: list[dict[str, str]]
     options: SamplingOptions
+    rules: LogitRules
+    stop: tuple[str, ...] = ()
+    n: int = 1
     stream: bool = False
     include_usage: bool = False
-    stop: tuple[str, ...] = ()
     max_tokens_given: bool = False  # else the budget is what the context leaves (:func:`fit_context`)
-    template_kwargs: dict[str, Any] = field(default_factory=dict)  # ``chat_template_kwargs`` (``enable_thinking``)
 
 
-def parse_chat_request(body: Any, config: ServerConfig) -> ChatRequest:
-    """Validate a request body; ``APIError`` (400/404) names the offending parameter.
-
-    A missing ``model`` means the served one; another name is ``404 model_not_found``. A parameter this server
-    does not implement is refused with 400 when it asks for something (:func:`unsupported`), never ignored.
-
-    >>> chat = parse_chat_request({"messages": [{"role": "user", "content": "你好"}], "top_k": -1}, ServerConfig("m"))
-    >>> chat.messages, chat.options.top_k, chat.options.max_new_tokens
-    ([{'role': 'user', 'content': '你好'}], 0, 1024)
-    """
+def check_body(body: Any, config: ServerConfig) -> dict[str, Any]:
+    """A request body must be a JSON object; a ``model`` in it must be the served one (404 ``model_not_found``)."""
     if not isinstance(body, dict):
         raise APIError(400, "The request body must be a JSON object.")
     model = body.get("model")
     if model is not None and model != config.model_id:
         message = f"The model `{model}` does not exist; this server serves `{config.model_id}`."
         raise APIError(404, message, param="model", code="model_not_found")
-    if _get(body, "n", int, 1) != 1:
-        raise APIError(400, "Only n=1 is supported.", param="n", code="unsupported_value")
+    return body
+
+
+def parse_generation(body: dict[str, Any], config: ServerConfig, default_max_tokens: int | None = None) -> Generation:
+    """The generation fields of a request body (the card's sampling defaults); ``APIError`` 400 names the field.
+
+    ``default_max_tokens`` is the budget of a request without ``max_tokens`` (None: what the context leaves).
+
+    >>> params = parse_generation({"top_k": -1, "presence_penalty": 0.5, "logit_bias": {"7": -100}}, ServerConfig("m"))
+    >>> params.options.top_k, params.rules, params.options.max_new_tokens
+    (0, LogitRules(presence_penalty=0.5, frequency_penalty=0.0, logit_bias=((7, -100.0),)), 1024)
+    """
     if (field := unsupported(body)) is not None:
         message = f"'{field}' is not supported by this server; leave it out (or at its default) to go on."
         raise APIError(400, message, param=field, code="unsupported_parameter")
-    options, max_name = _sampling_options(body, config)
-    stream = bool(_get(body, "stream", bool, False))
+    options, max_name = _sampling_options(body, config, default_max_tokens)
+    stream = bool(field_value(body, "stream", bool, False))
     if body.get("stream_options") is not None and not stream:
         message = "'stream_options' is only allowed when 'stream' is true."
         raise APIError(400, message, param="stream_options", code="invalid_value")
-    stream_options = _get(body, "stream_options", dict, {})
-    include_usage = stream_options.get("include_usage") is True
-    stop = parse_stop(body.get("stop"))
+    include_usage = field_value(body, "stream_options", dict, {}).get("include_usage") is True
+    n = field_value(body, "n", int, 1)
+    if not 1 <= n <= config.max_batch_size:
+        message = f"'n' must be between 1 and {config.max_batch_size} on this server (got {n})."
+        raise APIError(400, message, param="n", code="invalid_value")
     given = body.get(max_name) is not None
-    messages = parse_messages(body.get("messages"))
-    return ChatRequest(messages, options, stream, include_usage, stop, given, template_kwargs(body))
+    return Generation(
+        options, _logit_rules(body, config), parse_stop(body.get("stop")), n, stream, include_usage, given
+    )
 
 
-TEMPLATE_KWARGS = {"enable_thinking": bool}  # what ``chat_template_kwargs`` may set (vLLM's per-request switch)
-
-
-def template_kwargs(body: dict[str, Any]) -> dict[str, Any]:
-    """The request's ``chat_template_kwargs``: only the keys this server's template honours, with their types.
-
-    >>> template_kwargs({"chat_template_kwargs": {"enable_thinking": False}}), template_kwargs({})
-    ({'enable_thinking': False}, {})
-    """
-    kwargs = _get(body, "chat_template_kwargs", dict, None) or {}
-    for key, value in kwargs.items():
-        if key not in TEMPLATE_KWARGS:
-            message = f"chat_template_kwargs.{key} is not supported; this server honours {', '.join(TEMPLATE_KWARGS)}."
-            raise APIError(400, message, param=f"chat_template_kwargs.{key}", code="unsupported_parameter")
-        if not isinstance(value, TEMPLATE_KWARGS[key]):
-            message = f"chat_template_kwargs.{key} must be a {TEMPLATE_KWARGS[key].__name__}."
-            raise APIError(400, message, param=f"chat_template_kwargs.{key}", code="invalid_type")
-    return dict(kwargs)
-
-
-def fit_context(chat: ChatRequest, prompt_tokens: int, config: ServerConfig) -> None:
+def fit_context(params: Generation, prompt_tokens: int, config: ServerConfig) -> None:
     """Check that the prompt and the completion fit the model's context (vLLM's rule and wording), and give a
     request without ``max_tokens`` what the context leaves (at most ``max_tokens_limit``). ``APIError`` 400.
 
-    >>> chat = parse_chat_request({"messages": [{"role": "user", "content": "问"}]}, ServerConfig("m"))
-    >>> fit_context(chat, 4000, ServerConfig("m", max_model_len=4096)); chat.options.max_new_tokens
+    >>> params = parse_generation({}, ServerConfig("m"))
+    >>> fit_context(params, 4000, ServerConfig("m", max_model_len=4096)); params.options.max_new_tokens
     96
-    >>> chat = parse_chat_request({"messages": [{"role": "user", "content": "问"}], "max_tokens": 200}, ServerConfig("m"))
-    >>> fit_context(chat, 4000, ServerConfig("m", max_model_len=4096))
+    >>> fit_context(parse_generation({"max_tokens": 200}, ServerConfig("m")), 4000, ServerConfig("m", max_model_len=4096))
     Traceback (most recent call last):
     ...
     medgspo.serve.protocol.APIError: This model's maximum context length is 4096 tokens. However, you requested 4200 tokens (4000 in the messages, 200 in the completion). Please reduce the length of the messages or completion.
@@ -152,16 +141,18 @@ def fit_context(chat: ChatRequest, prompt_tokens: int, config: ServerConfig) -> 
     context = config.max_model_len
     if context is None:
         return
-    if prompt_tokens >= context or (chat.max_tokens_given and prompt_tokens + chat.options.max_new_tokens > context):
-        wanted = chat.options.max_new_tokens if chat.max_tokens_given else 1
+    if prompt_tokens >= context or (
+        params.max_tokens_given and prompt_tokens + params.options.max_new_tokens > context
+    ):
+        wanted = params.options.max_new_tokens if params.max_tokens_given else 1
         message = (
             f"This model's maximum context length is {context} tokens. However, you requested "
             f"{prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, {wanted} in the completion). "
             "Please reduce the length of the messages or completion."
         )
         raise APIError(400, message, param="messages", code="context_length_exceeded")
-    if not chat.max_tokens_given:
-        chat.options.max_new_tokens = min(chat.options.max_new_tokens, context - prompt_tokens)
+    if not params.max_tokens_given:
+        params.options.max_new_tokens = min(params.options.max_new_tokens, context - prompt_tokens)
 
 
 # Fields the server does not implement, with the values that ask for nothing (sent by clients as defaults).
@@ -172,24 +163,21 @@ NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     "function_call": (None, "none"),
     "parallel_tool_calls": (None, False, True),
     "response_format": (None, {"type": "text"}),
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
-    "presence_penalty": (None, 0, 0.0),
-    "frequency_penalty": (None, 0, 0.0),
-    "logit_bias": (None, {}),
     "prediction": (None,),
     "audio": (None,),
     "modalities": (None, ["text"]),
+    "best_of": (None, 1),  # /v1/completions
+    "suffix": (None, ""),  # /v1/completions: no fill-in-the-middle
 }
 
 
 def unsupported(body: dict[str, Any]) -> str | None:
     """The first field that asks for something this server does not do, or ``None``.
 
-    >>> unsupported({"tools": [], "logprobs": False, "presence_penalty": 0}) is None
+    >>> unsupported({"tools": [], "tool_choice": "none", "user": "u1"}) is None
     True
-    >>> unsupported({"response_format": {"type": "json_object"}}), unsupported({"logit_bias": {"11": 5}})
-    ('response_format', 'logit_bias')
+    >>> unsupported({"response_format": {"type": "json_object"}}), unsupported({"best_of": 3})
+    ('response_format', 'best_of')
     """
     return next((k for k, ok in NOT_IMPLEMENTED.items() if k in body and body[k] not in ok), None)
 
@@ -211,19 +199,21 @@ def parse_stop(stop: Any) -> tuple[str, ...]:
     return tuple(s for s in items if s)
 
 
-def _sampling_options(body: dict[str, Any], config: ServerConfig) -> tuple[SamplingOptions, str]:
+def _sampling_options(
+    body: dict[str, Any], config: ServerConfig, default_max_tokens: int | None
+) -> tuple[SamplingOptions, str]:
     """The request's sampling options (the card's defaults) and the name it used for the token limit."""
     max_tokens_limit = config.max_tokens_limit or config.max_model_len or DEFAULT_MAX_TOKENS
-    defaults = SamplingOptions(max_new_tokens=max_tokens_limit)
+    defaults = SamplingOptions(max_new_tokens=min(default_max_tokens or max_tokens_limit, max_tokens_limit))
     max_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    max_tokens = _get(body, max_name, int, None)
-    top_k = _get(body, "top_k", int, defaults.top_k)
+    max_tokens = field_value(body, max_name, int, None)
+    top_k = field_value(body, "top_k", int, defaults.top_k)
     options = SamplingOptions(
-        temperature=float(_get(body, "temperature", float, defaults.temperature)),
-        top_p=float(_get(body, "top_p", float, defaults.top_p)),
+        temperature=float(field_value(body, "temperature", float, defaults.temperature)),
+        top_p=float(field_value(body, "top_p", float, defaults.top_p)),
         top_k=0 if top_k == -1 else top_k,  # vLLM's "-1 = off"
         max_new_tokens=max_tokens if max_tokens is not None else defaults.max_new_tokens,
-        seed=_get(body, "seed", int, None),
+        seed=field_value(body, "seed", int, None),
     )
     names = {"max_new_tokens": max_name}
     try:
@@ -241,48 +231,46 @@ def _sampling_options(body: dict[str, Any], config: ServerConfig) -> tuple[Sampl
     return options, max_name
 
 
-def parse_messages(messages: Any) -> list[dict[str, str]]:
-    """Plain ``{"role", "content"}`` messages from OpenAI's format (string content or a list of text parts).
-
-    >>> parts = [{"type": "text", "text": "问"}]
-    >>> parse_messages([{"role": "developer", "content": "简短"}, {"role": "user", "content": parts}])
-    [{'role': 'system', 'content': '简短'}, {'role': 'user', 'content': '问'}]
-    """
-    if messages is None:
-        message = "Missing required parameter: 'messages'."
-        raise APIError(400, message, param="messages", code="missing_required_parameter")
-    if not isinstance(messages, list) or not messages:
-        raise APIError(400, "'messages' must be a non-empty array.", param="messages", code="invalid_value")
-    parsed = []
-    for index, message in enumerate(messages):
-        where = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise APIError(400, f"{where} must be an object.", param=where, code="invalid_type")
-        role = message.get("role")
-        if role not in ROLES:
-            text = f"{where}.role must be one of {', '.join(ROLES)} (got {role!r})."
-            raise APIError(400, text, param=f"{where}.role", code="invalid_value")
-        parsed.append({"role": "system" if role == "developer" else role, "content": _text(message, where)})
-    if parsed[-1]["role"] != "user" or not parsed[-1]["content"].strip():
-        where = f"messages[{len(parsed) - 1}]"
-        raise APIError(400, "The last message must be a non-empty user message.", param=where, code="invalid_value")
-    return parsed
+def _logit_rules(body: dict[str, Any], config: ServerConfig) -> LogitRules:
+    """``presence_penalty``, ``frequency_penalty`` (-2 to 2) and ``logit_bias`` (token id -> -100 to 100)."""
+    penalties = {}
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = float(field_value(body, name, float, 0.0))
+        if not PENALTY_RANGE[0] <= value <= PENALTY_RANGE[1]:
+            message = f"{name} must be between {PENALTY_RANGE[0]:g} and {PENALTY_RANGE[1]:g} (got {value:g})."
+            raise APIError(400, message, param=name, code="invalid_value")
+        penalties[name] = value
+    return LogitRules(**penalties, logit_bias=_logit_bias(field_value(body, "logit_bias", dict, None) or {}, config))
 
 
-def _text(message: dict[str, Any], where: str) -> str:
-    content = message.get("content")
-    if content is None and message.get("role") == "assistant":
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        if all(isinstance(p.get("text"), str) for p in content):
-            return "".join(p["text"] for p in content)
-    text = f"{where}.content must be a string or a list of text parts."
-    raise APIError(400, text, param=f"{where}.content", code="invalid_type")
+def _logit_bias(bias: dict[str, Any], config: ServerConfig) -> tuple[tuple[int, float], ...]:
+    if len(bias) > MAX_LOGIT_BIAS:
+        message = f"logit_bias may hold at most {MAX_LOGIT_BIAS} tokens (got {len(bias)})."
+        raise APIError(400, message, param="logit_bias", code="invalid_value")
+    pairs = []
+    for key, value in bias.items():
+        token = int(key) if key.isascii() and key.isdigit() else -1
+        if token < 0 or (config.vocab_size is not None and token >= config.vocab_size):
+            vocab = f" below the vocabulary size {config.vocab_size}" if config.vocab_size else ""
+            message = f"logit_bias keys must be token ids{vocab} (got {key[:20]!r})."
+            raise APIError(400, message, param="logit_bias", code="invalid_value")
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not BIAS_RANGE[0] <= value <= BIAS_RANGE[1]:
+            message = f"logit_bias values must be numbers from -100 to 100 (token {token}: {json.dumps(value)[:20]})."
+            raise APIError(400, message, param="logit_bias", code="invalid_value")
+        pairs.append((token, float(value)))
+    return tuple(pairs)
 
 
-def _get(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+def top_logprobs_count(value: Any, name: str, limit: int = MAX_TOP_LOGPROBS) -> int:
+    """A ``top_logprobs`` / completions ``logprobs`` count: an integer from 0 to ``limit``."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+        message = f"'{name}' must be an integer from 0 to {limit} (got {json.dumps(value)[:20]})."
+        raise APIError(400, message, param=name, code="invalid_value")
+    return value
+
+
+def field_value(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     """``body[name]`` checked against ``kind`` (ints count as floats, bools never as numbers); null = absent."""
     value = body.get(name)
     if value is None:
@@ -297,46 +285,17 @@ def _get(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     return value
 
 
-# ---- responses --------------------------------------------------------------------------------------------------
-def completion_body(completion_id: str, model_id: str, result: GenerationResult) -> dict[str, Any]:
-    """A ``chat.completion`` object; reasoning in ``reasoning_content``, answer in ``content``."""
-    thinking, answer = split_text(result.text, start_in_thinking=result.opens_thinking)
-    message = {"role": "assistant", "content": answer, "reasoning_content": thinking}
-    choice = {"index": 0, "message": message, "finish_reason": result.finish_reason, "logprobs": None}
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model_id,
-        "choices": [choice],
-        "usage": usage(result),
-    }
+# ---- responses ----------------------------------------------------------------------------------------------------
+def usage(results: list[GenerationResult], prompt_tokens: int | None = None) -> dict[str, int]:
+    """OpenAI's ``usage`` object of a request's completions; ``prompt_tokens`` counts each prompt once (the ``n``
+    choices of one prompt share it), default: the first result's.
 
-
-def chunk_body(completion_id: str, model_id: str, delta: dict[str, Any], finish_reason: str | None = None) -> dict:
-    """One ``chat.completion.chunk`` of a stream."""
-    choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-    return {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model_id,
-        "choices": [choice],
-    }
-
-
-def usage(result: GenerationResult) -> dict[str, int]:
-    """OpenAI's ``usage`` object of one completion.
-
-    >>> usage(GenerationResult("想</think>答", prompt_tokens=20, completion_tokens=4, finish_reason="stop"))
+    >>> usage([GenerationResult("想</think>答", prompt_tokens=20, completion_tokens=4, finish_reason="stop")])
     {'prompt_tokens': 20, 'completion_tokens': 4, 'total_tokens': 24}
     """
-    total = result.prompt_tokens + result.completion_tokens
-    return {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": total,
-    }
+    prompt = results[0].prompt_tokens if prompt_tokens is None else prompt_tokens
+    completion = sum(r.completion_tokens for r in results)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def sse(data: Any) -> bytes:

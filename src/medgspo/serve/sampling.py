@@ -11,6 +11,10 @@ A row with ``temperature == 0`` takes the arg-max (exactly ``generate(do_sample=
 as transformers' warpers do, in the same order: divide by the temperature, keep the ``top_k`` largest, then keep the
 smallest set of tokens whose probability reaches ``top_p`` (always at least one); the token is then drawn by inverse
 CDF from one uniform number per row, so each request may bring its own seeded random stream.
+
+OpenAI's ``presence_penalty``, ``frequency_penalty`` and ``logit_bias`` change a row's logits before any of that
+(:func:`apply_rules`); ``logprobs`` report the model's own distribution, before those changes and before the
+temperature (:func:`token_logprobs`, vLLM's default "raw" logprobs).
 """
 
 from __future__ import annotations
@@ -21,6 +25,76 @@ from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LogitRules:
+    """One row's OpenAI logit adjustments: penalties over the tokens it generated so far, and a fixed bias."""
+
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) pairs
+
+    @property
+    def active(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias)
+
+
+def apply_rules(logits: Any, rules: Sequence[LogitRules], generated: Sequence[dict[int, int]]) -> Any:
+    """Logits after each row's rules (OpenAI's formula): ``logit[j] - presence * (count[j] > 0) - frequency *
+    count[j] + bias[j]``, where ``count`` is how often the row generated token ``j`` so far. Untouched rows are
+    returned as they are (a copy is made only when some row has rules).
+
+    >>> import torch
+    >>> rules = [LogitRules(0.5, 0.25, ((2, -100.0),)), LogitRules()]
+    >>> apply_rules(torch.zeros(2, 3), rules, [{0: 2, 1: 1}, {0: 5}]).tolist()
+    [[-1.0, -0.75, -100.0], [0.0, 0.0, 0.0]]
+    """
+    import torch
+
+    if not any(r.active for r in rules):
+        return logits
+    logits = logits.clone()
+    for row, (rule, counts) in enumerate(zip(rules, generated, strict=True)):
+        if (rule.presence_penalty or rule.frequency_penalty) and counts:
+            ids = torch.tensor(list(counts), dtype=torch.long, device=logits.device)
+            times = torch.tensor(list(counts.values()), dtype=logits.dtype, device=logits.device)
+            logits[row, ids] -= rule.presence_penalty + rule.frequency_penalty * times
+        if rule.logit_bias:
+            ids = torch.tensor([i for i, _ in rule.logit_bias], dtype=torch.long, device=logits.device)
+            bias = torch.tensor([b for _, b in rule.logit_bias], dtype=logits.dtype, device=logits.device)
+            logits[row, ids] += bias
+    return logits
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token's log-probability and the ``top`` most likely tokens at its position, as (id, logprob) pairs."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def token_logprobs(logits: Any, tokens: Sequence[int], top_n: int) -> list[TokenLogprob]:
+    """The log-probability of ``tokens[i]`` under ``logits[i]`` (the model's raw distribution) and the ``top_n``
+    most likely tokens there.
+
+    >>> import torch
+    >>> (entry,) = token_logprobs(torch.tensor([[0.0, 1.0, 2.0]]), [1], top_n=2)
+    >>> entry.token_id, round(entry.logprob, 4), [i for i, _ in entry.top]
+    (1, -1.4076, [2, 1])
+    """
+    import torch
+
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logprobs.gather(-1, torch.tensor(list(tokens), device=logprobs.device)[:, None])[:, 0].tolist()
+    if top_n > 0:
+        values, ids = logprobs.topk(min(top_n, logprobs.shape[-1]), dim=-1)
+        tops = [tuple(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
+    else:
+        tops = [()] * len(chosen)
+    return [TokenLogprob(int(t), lp, top) for t, lp, top in zip(tokens, chosen, tops, strict=True)]
 
 
 @dataclass
