@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from medgspo.rewards import RewardContext, check_rewards, get_reward_funcs
+from medgspo.rewards import check_rewards, get_reward_funcs
 from medgspo.train.gspo import GSPO_ARGUMENTS, run_gspo
 from medgspo.utils.cli import parse_args
 
@@ -62,7 +62,7 @@ def bare_trl(steps: int) -> float:
         fmt = ChatFormat()
         ds = Dataset.from_list([fmt.rl_example(r) for r in train[: train_args.max_prompts]])
         train_args.reward_weights = check_rewards(rewards.reward_funcs, train_args.reward_weights)
-        funcs = get_reward_funcs(rewards.reward_funcs, RewardContext(judge.to_config(), rewards.max_answer_chars))
+        funcs = get_reward_funcs(rewards, judge)
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=funcs,

@@ -41,7 +41,13 @@ def items(n: int, tag: str) -> list[dict[str, str]]:
 
 
 def judge(base_url: str, concurrency: int, cache: str | None = None) -> OpenAIJudge:
-    config = JudgeConfig(base_url=base_url, model="deepseek-flash", concurrency=concurrency, cache_path=cache)
+    config = JudgeConfig(
+        judge_backend="openai",
+        judge_base_url=base_url,
+        judge_model="deepseek-flash",
+        judge_concurrency=concurrency,
+        judge_cache=cache,
+    )
     return OpenAIJudge(config, api_key="bench-key")
 
 

@@ -15,7 +15,7 @@ judge's pre-flight check, goes to ``probes``. ``GET /v1/models`` lists ``served_
 ``reasoning_content``, billed as completion tokens, after ``think_s`` seconds.
 
     with FakeOpenAIServer(rule=lambda q, r, a: "A") as server:
-        judge = make_judge(JudgeConfig(base_url=server.base_url), api_key="test-key")
+        judge = make_judge(JudgeConfig(judge_backend="openai", judge_base_url=server.base_url), api_key="test-key")
 
 ``serve_in_process`` runs one in a child process (the benchmark does, so the server does not share the GIL).
 """

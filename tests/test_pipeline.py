@@ -57,7 +57,7 @@ def test_flags_are_routed_to_each_stage():
         ],
         {"judge_backend"},
     )
-    assert routed["pipeline"] == ["--pretrain", "yes", "--judge_backend", "openai", "--skip_gspo"]
+    assert routed["pipeline"] == ["--pretrain", "yes", "--skip_gspo"]  # the judge's flags: GSPO's parser only
     assert routed["pretrain"] == ["--model_name_or_path", "m", "--num_train_epochs", "2"]
     assert routed["sft"] == ["--model_name_or_path", "m", "--learning_rate=1e-4"]
     assert routed["gspo"] == [
@@ -71,6 +71,35 @@ def test_flags_are_routed_to_each_stage():
         "q_proj",
         "v_proj",
     ]
+
+
+def test_one_judge_config_is_parsed_once_checked_once_and_shared(tmp_path, monkeypatch):
+    """``--judge_model`` is parsed into one JudgeConfig (with the GSPO recipe's judge keys), checked once, and that
+    same object reaches GSPO and evaluation, with one cache file in the run folder."""
+    from types import SimpleNamespace
+
+    import medgspo.pipeline.job as job
+
+    seen: dict[str, list] = {"preflight": [], "gspo": [], "eval": []}
+    monkeypatch.setattr(job, "preflight", seen["preflight"].append)
+    sft = SimpleNamespace(
+        summary={"model_path": "m", "base_model": "m"}, held_out=[], trained=[], adapter="a", metrics=[]
+    )
+    monkeypatch.setattr("medgspo.train.sft.run_sft", lambda *configs: sft)
+    monkeypatch.setattr(
+        "medgspo.train.gspo.run_gspo",
+        lambda *configs, judge_checked: seen["gspo"].append((configs[2], judge_checked)) or sft,
+    )
+    monkeypatch.setattr(job, "evaluate_stages", lambda pipe, judge, *stages: seen["eval"].append(judge) or {})
+    monkeypatch.setattr(job, "write_outputs", lambda inputs, pipe, adapter: inputs)
+    run_dir = tmp_path / "run"
+    argv = ["--run_dir", str(run_dir), "--pretrain", "no", "--judge_backend", "openai", "--judge-model", "judge-x"]
+    job.run_pipeline([*argv, "--judge_concurrency", "3"])
+    (config,) = seen["preflight"]
+    assert seen["gspo"] == [(config, True)] and seen["gspo"][0][0] is config  # checked: GSPO does not check again
+    assert seen["eval"] == [config] and seen["eval"][0] is config
+    assert (config.judge_model, config.judge_concurrency) == ("judge-x", 3)
+    assert config.judge_cache == str(run_dir / "judge_cache.sqlite")
 
 
 @pytest.mark.slow

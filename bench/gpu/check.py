@@ -208,12 +208,15 @@ def judge_roundtrip(judge: FakeJudge, batches: int, work: Path) -> dict[str, Any
     completions each (2 prompts x 4), against the fake server: calls, latency, wall time per batch."""
     from medgspo.data.records import load_records
     from medgspo.judge import JudgeConfig
-    from medgspo.rewards import RewardContext, get_reward_funcs
+    from medgspo.rewards import RewardArguments, get_reward_funcs
 
     config = JudgeConfig(
-        backend="local", base_url=judge.base_url, model="fake-judge", cache_path=str(work / "judge_cache.sqlite")
+        judge_backend="local",
+        judge_base_url=judge.base_url,
+        judge_model="fake-judge",
+        judge_cache=str(work / "judge_cache.sqlite"),
     )
-    [reward] = get_reward_funcs(["judge"], RewardContext(config))
+    [reward] = get_reward_funcs(RewardArguments(), config)
     records = load_records().records
 
     async def run() -> list[float]:

@@ -84,7 +84,7 @@ def test_judge_rows_rules_and_reference_verdicts():
         row("只有思考，没有结束标签", "", False),  # -1.0 by rule
         row("想\n</think>\n\n</think>\n\n急性阑尾炎", "急性阑尾炎", False),  # several </think>: -1.0 by rule
     ]
-    _judge_and_close(make_judge(JudgeConfig(backend="reference")), rows)
+    _judge_and_close(make_judge(JudgeConfig(judge_backend="reference")), rows)
     assert [r["score"] for r in rows] == [2.0, 0.0, None, -1.0, -1.0]
     assert [r["label"] for r in rows] == ["A", "C", None, "E", "E"]
     assert rows[2]["error"].startswith("undecided")
@@ -114,9 +114,14 @@ def test_judge_rows_with_an_api_judge_and_its_cache(tmp_path):
             {"question": question, "reference": reference, "completion": "想", "answer": "", "well_formed": False}
         ]
 
-    config = JudgeConfig(model="fake-judge", cache_path=str(tmp_path / "cache.sqlite"), max_retries=0)
+    config = JudgeConfig(
+        judge_backend="openai",
+        judge_model="fake-judge",
+        judge_cache=str(tmp_path / "cache.sqlite"),
+        judge_max_retries=0,
+    )
     with FakeOpenAIServer() as server:
-        config.base_url = server.base_url
+        config.judge_base_url = server.base_url
         first = rows()
         _judge_and_close(make_judge(config, api_key="test-key"), first)
         assert [r["score"] for r in first] == [2.0, -0.5, 0.5, -1.0]
@@ -141,7 +146,7 @@ def test_question_and_reference_accepts_both_schemas():
 def test_evaluate_open_tiny_model(tiny_model_dir, bundled_records, tmp_path):
     records = bundled_records[:4]
     summaries = evaluate(
-        OpenTask(records, JudgeConfig(backend="reference")), [("tiny", str(tiny_model_dir), None)], tmp_path, GEN
+        OpenTask(records, JudgeConfig(judge_backend="reference")), [("tiny", str(tiny_model_dir), None)], tmp_path, GEN
     )
     summary, rows = summaries["tiny"], _lines(tmp_path / "generations.jsonl")
     assert SUMMARY_KEYS <= summary.keys()

@@ -81,7 +81,7 @@ def test_a_swayable_judge_never_pays_an_injection(tmp_path: Path, monkeypatch) -
 
 
 def test_the_reference_judge_pays_no_attack_and_punishes_no_control() -> None:
-    judge = make_judge(JudgeConfig(backend="reference"))
+    judge = make_judge(JudgeConfig(judge_backend="reference"))
     fields = ("question", "reference", "answer", "key_terms", "ruled_out")
     results = judge.judge_batch_sync([{k: r[k] for k in fields if k in r} for r in ROWS])
     for row, judgment in zip(ROWS, results, strict=True):

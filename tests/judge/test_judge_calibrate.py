@@ -12,7 +12,6 @@ import pytest
 from fake_openai_server import FakeOpenAIServer
 
 from medgspo.cli import main
-from medgspo.judge import preflight as preflight_module
 from medgspo.judge.calibrate import BUNDLED_CALIBRATION, read_labelled
 from medgspo.judge.calibration import (
     accuracy,
@@ -184,7 +183,6 @@ def test_reference_judge_on_the_shipped_set(tmp_path: Path, capsys) -> None:
 
 
 def test_api_judge_with_repeats_against_a_server_whose_verdicts_we_log(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(preflight_module, "_READY", set())
     monkeypatch.setenv("CAL_KEY", "sk-calibrate-test-0123456789")
     rows = read_labelled(BUNDLED_CALIBRATION)[:30]
     letters = {2.0: "A", 0.5: "B", 0.0: "C", -0.5: "D", -1.0: "E"}

@@ -31,7 +31,14 @@ def server():
 
 
 def make(server: FakeOpenAIServer, **overrides) -> OpenAIJudge:
-    options = {"base_url": server.base_url, "model": "fake-judge", "deadline_s": 0.5, "max_retries": 3}
+    options = {
+        "judge_backend": "openai",
+        "judge_base_url": server.base_url,
+        "judge_model": "fake-judge",
+        "judge_deadline_s": 0.5,
+        "judge_max_retries": 3,
+    }
+    overrides = {name if name.startswith("judge_") else f"judge_{name}": value for name, value in overrides.items()}
     judge = OpenAIJudge(JudgeConfig(**(options | overrides)), api_key=KEY)
     judge.sleeps = []
 
@@ -80,13 +87,20 @@ def test_happy_path_and_request_shape(server: FakeOpenAIServer) -> None:
 
 
 def test_provider_specific_fields() -> None:
-    deepseek = request_fields(JudgeConfig())
+    deepseek = request_fields(JudgeConfig(judge_backend="openai"))
     assert deepseek["thinking"] == {"type": "disabled"} and deepseek["model"] == "deepseek-flash"
-    local = request_fields(JudgeConfig(backend="local", model="qwen"))
+    local = request_fields(JudgeConfig(judge_backend="local", judge_model="qwen"))
     assert local["chat_template_kwargs"] == {"enable_thinking": False} and "thinking" not in local
-    plain = request_fields(JudgeConfig(base_url="https://api.example.com/v1", model="gpt-x", json_mode=False))
+    plain = request_fields(
+        JudgeConfig(
+            judge_backend="openai",
+            judge_base_url="https://api.example.com/v1",
+            judge_model="gpt-x",
+            judge_json_mode=False,
+        )
+    )
     assert "thinking" not in plain and "response_format" not in plain
-    custom = request_fields(JudgeConfig(extra_body={"top_p": 1.0}, disable_thinking=False))
+    custom = request_fields(JudgeConfig(judge_backend="openai", judge_extra_body={"top_p": 1.0}, judge_thinking=True))
     assert custom["top_p"] == 1.0 and "thinking" not in custom
 
 
@@ -100,14 +114,16 @@ def test_provider_specific_fields() -> None:
     ],
 )
 def test_thinking_is_off_for_deepseek_by_host_or_by_name(backend: str, base_url: str, model: str) -> None:
-    fields = request_fields(JudgeConfig(backend=backend, base_url=base_url, model=model))
+    fields = request_fields(JudgeConfig(judge_backend=backend, judge_base_url=base_url, judge_model=model))
     assert fields["thinking"] == {"type": "disabled"}
     if backend == "local":
         assert fields["chat_template_kwargs"] == {"enable_thinking": False, "thinking": False}
 
 
 def test_thinking_is_not_sent_to_other_providers() -> None:
-    assert "thinking" not in request_fields(JudgeConfig(base_url="https://api.openai.com/v1", model="gpt-x"))
+    assert "thinking" not in request_fields(
+        JudgeConfig(judge_backend="openai", judge_base_url="https://api.openai.com/v1", judge_model="gpt-x")
+    )
 
 
 def test_prefix_is_shared_within_a_group(server: FakeOpenAIServer) -> None:
@@ -315,14 +331,16 @@ def test_fatal_error_stops_launching_new_calls(server: FakeOpenAIServer) -> None
 def test_missing_key_names_the_variable(monkeypatch) -> None:
     monkeypatch.delenv("MY_JUDGE_KEY", raising=False)
     with pytest.raises(JudgeFatalError, match="MY_JUDGE_KEY"):
-        make_judge(JudgeConfig(api_key_env="MY_JUDGE_KEY"))
-    local = make_judge(JudgeConfig(backend="local", model="qwen", api_key_env="MY_JUDGE_KEY"))
+        make_judge(JudgeConfig(judge_backend="openai", judge_api_key_env="MY_JUDGE_KEY"))
+    local = make_judge(JudgeConfig(judge_backend="local", judge_model="qwen", judge_api_key_env="MY_JUDGE_KEY"))
     assert local.config.endpoint == "http://127.0.0.1:8000/v1"
 
 
 def test_key_read_from_environment(server: FakeOpenAIServer, monkeypatch) -> None:
     monkeypatch.setenv("MY_JUDGE_KEY", KEY)
-    judge = make_judge(JudgeConfig(base_url=server.base_url, api_key_env="MY_JUDGE_KEY"))
+    judge = make_judge(
+        JudgeConfig(judge_backend="openai", judge_base_url=server.base_url, judge_api_key_env="MY_JUDGE_KEY")
+    )
     run(judge, [item("急性阑尾炎")])
     assert server.auth_headers == [f"Bearer {KEY}"]
 
@@ -337,7 +355,7 @@ def test_key_never_leaks(server: FakeOpenAIServer, caplog) -> None:
 
 
 def test_provider_message_with_a_key_is_redacted() -> None:
-    judge = OpenAIJudge(JudgeConfig(), api_key=KEY)
+    judge = OpenAIJudge(JudgeConfig(judge_backend="openai"), api_key=KEY)
     assert judge._redact(f"Invalid key {KEY} and sk-abcdefgh12345678") == "Invalid key *** and sk-***"
 
 
@@ -393,14 +411,14 @@ def test_accounting_tokens_cost_latency(server: FakeOpenAIServer) -> None:
 
 def test_cache_makes_a_rerun_free(server: FakeOpenAIServer, tmp_path) -> None:
     cache = str(tmp_path / "judge.sqlite")
-    first = make(server, cache_path=cache)
+    first = make(server, judge_cache=cache)
     run(first, [item("急性阑尾炎"), item("不是阑尾炎")])
     asyncio.run(first.aclose())
-    second = make(server, cache_path=cache)
+    second = make(server, judge_cache=cache)
     results = run(second, [item("急性阑尾炎"), item("不是阑尾炎")])
     assert [r.score for r in results] == [2.0, -0.5] and all(r.cached for r in results)
     assert second.stats.calls == 0 and second.stats.cache_hits == 2 and len(server.requests) == 2
-    other_model = make(server, cache_path=cache, model="another-judge")
+    other_model = make(server, judge_cache=cache, model="another-judge")
     run(other_model, [item("急性阑尾炎")])
     assert other_model.stats.calls == 1  # the key includes the judge model
 
@@ -408,9 +426,9 @@ def test_cache_makes_a_rerun_free(server: FakeOpenAIServer, tmp_path) -> None:
 def test_failures_are_not_cached(server: FakeOpenAIServer, tmp_path) -> None:
     cache = str(tmp_path / "judge.sqlite")
     server.inject(Fault.http(500))
-    first = make(server, cache_path=cache, max_retries=0)
+    first = make(server, judge_cache=cache, max_retries=0)
     assert run(first, [item("急性阑尾炎")])[0].score is None
-    second = make(server, cache_path=cache)
+    second = make(server, judge_cache=cache)
     assert run(second, [item("急性阑尾炎")])[0].score == 2.0 and second.stats.calls == 1
 
 

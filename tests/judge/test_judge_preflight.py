@@ -13,7 +13,6 @@ from fake_openai_server import DeepSeekLikeServer, FakeOpenAIServer, Fault, verd
 
 from medgspo.cli import main
 from medgspo.judge import JudgeConfig, JudgeFatalError
-from medgspo.judge import preflight as preflight_module
 from medgspo.judge.deepseek import LIST_PRICES, list_prices
 from medgspo.judge.preflight import check_judge
 
@@ -29,8 +28,7 @@ ROWS = [
 
 @pytest.fixture(autouse=True)
 def fresh_checks(monkeypatch) -> None:
-    """Every test starts with no remembered successful check, a key in the environment and no backoff."""
-    monkeypatch.setattr(preflight_module, "_READY", set())
+    """Every test starts with a key in the environment and no backoff."""
     monkeypatch.setenv("DEEPSEEK_API_KEY", KEY)
     monkeypatch.setattr("medgspo.judge.client.OpenAIJudge._backoff", lambda self, attempt, retry_after: 0.0)
 
@@ -56,12 +54,15 @@ def closed_port_url() -> str:
 
 # ---- DeepSeek as it is now ------------------------------------------------------------------------------------
 def test_default_model_is_served_today_and_priced() -> None:
-    config = JudgeConfig()
+    config = JudgeConfig(judge_backend="openai")
     assert config.model == "deepseek-flash" and config.model in LIST_PRICES
     assert config.prices == list_prices("deepseek-flash", "peak")  # read 2026-11-29
     assert "2026-11-29" in config.price_note and "peak" in config.price_note
-    assert JudgeConfig(price_period="off-peak").prices.output_per_mtok == config.prices.output_per_mtok / 2
-    assert JudgeConfig(backend="local", model="qwen").prices.output_per_mtok == 0.0
+    assert (
+        JudgeConfig(judge_backend="openai", judge_price_period="off-peak").prices.output_per_mtok
+        == config.prices.output_per_mtok / 2
+    )
+    assert JudgeConfig(judge_backend="local", judge_model="qwen").prices.output_per_mtok == 0.0
 
 
 def test_default_model_works_with_thinking_off(inputs: Path, tmp_path: Path, capsys) -> None:
@@ -79,14 +80,17 @@ def test_default_model_works_with_thinking_off(inputs: Path, tmp_path: Path, cap
 
 def test_the_fake_deepseek_thinks_unless_told_not_to() -> None:
     with DeepSeekLikeServer(think_s=0.0) as server:
-        config = JudgeConfig(base_url=server.base_url, disable_thinking=False)
+        config = JudgeConfig(judge_backend="openai", judge_base_url=server.base_url, judge_thinking=True)
         judgment = check_judge(config, api_key=KEY)
     assert judgment and server.thought == 1  # without the switch the server thinks (and bills it)
 
 
 def test_legacy_flash_alias_is_accepted() -> None:
     with DeepSeekLikeServer() as server:
-        assert check_judge(JudgeConfig(base_url=server.base_url, model="deepseek-v4-flash"), api_key=KEY)
+        assert check_judge(
+            JudgeConfig(judge_backend="openai", judge_base_url=server.base_url, judge_model="deepseek-v4-flash"),
+            api_key=KEY,
+        )
 
 
 @pytest.mark.parametrize("retired", ["deepseek-chat", "deepseek-reasoner"])
@@ -105,7 +109,7 @@ def test_retired_name_stops_fast_naming_the_current_one(inputs: Path, tmp_path: 
 def test_retired_name_at_deepseek_itself_needs_no_request(monkeypatch) -> None:
     monkeypatch.delenv("DEEPSEEK_API_KEY")  # not even a key is needed to tell
     with pytest.raises(JudgeFatalError, match="--judge_model deepseek-flash"):
-        check_judge(JudgeConfig(model="deepseek-chat"))
+        check_judge(JudgeConfig(judge_backend="openai", judge_model="deepseek-chat"))
 
 
 def test_retired_name_named_during_a_run_without_the_check(inputs: Path, tmp_path: Path, capsys) -> None:
@@ -118,7 +122,9 @@ def test_retired_name_named_during_a_run_without_the_check(inputs: Path, tmp_pat
 
 def test_unknown_model_lists_what_is_served() -> None:
     with DeepSeekLikeServer() as server, pytest.raises(JudgeFatalError) as info:
-        check_judge(JudgeConfig(base_url=server.base_url, model="deepseek-v5"), api_key=KEY)
+        check_judge(
+            JudgeConfig(judge_backend="openai", judge_base_url=server.base_url, judge_model="deepseek-v5"), api_key=KEY
+        )
     assert "deepseek-flash, deepseek-v4-pro" in str(info.value) and "--judge_model" in str(info.value)
     assert server.total_requests == 2
 
@@ -158,7 +164,15 @@ def test_unreachable_server_stops(inputs: Path, tmp_path: Path, capsys) -> None:
 def test_a_server_that_only_sends_keep_alive_lines_stops_at_the_deadline() -> None:
     with FakeOpenAIServer() as server, pytest.raises(JudgeFatalError, match="no complete reply within 0.5 s"):
         server.inject(Fault.stall(5.0))  # HTTP 200 at once, then blank lines: no read timeout ever fires
-        check_judge(JudgeConfig(base_url=server.base_url, model="deepseek-flash", deadline_s=0.5), api_key=KEY)
+        check_judge(
+            JudgeConfig(
+                judge_backend="openai",
+                judge_base_url=server.base_url,
+                judge_model="deepseek-flash",
+                judge_deadline_s=0.5,
+            ),
+            api_key=KEY,
+        )
 
 
 def test_missing_key_stops_before_any_request(inputs: Path, tmp_path: Path, capsys, monkeypatch) -> None:
@@ -180,16 +194,21 @@ def test_overload_only_warns_and_the_run_goes_on(inputs: Path, tmp_path: Path, c
 def test_a_judge_that_thinks_anyway_is_reported(caplog) -> None:
     with FakeOpenAIServer() as server, caplog.at_level(logging.WARNING):
         server.inject(Fault.reply(verdict_json("A"), reasoning_content="让我想想……" * 50))
-        check_judge(JudgeConfig(base_url=server.base_url, model="deepseek-flash"), api_key=KEY)
+        check_judge(
+            JudgeConfig(judge_backend="openai", judge_base_url=server.base_url, judge_model="deepseek-flash"),
+            api_key=KEY,
+        )
     assert "returned its thinking" in caplog.text
 
 
-def test_a_success_is_checked_once_per_process() -> None:
+def test_each_check_asks_the_server_nothing_is_remembered() -> None:
+    """No module-level memory: a command checks once, at its start (the pipeline hands its checked config to GSPO,
+    which does not check again: tests/test_pipeline.py)."""
     with DeepSeekLikeServer() as server:
-        config = JudgeConfig(base_url=server.base_url)
+        config = JudgeConfig(judge_backend="openai", judge_base_url=server.base_url)
         check_judge(config, api_key=KEY)
-        assert check_judge(config, api_key=KEY) == "checked before"
-    assert len(server.probes) == 1
+        assert check_judge(config, api_key=KEY).startswith("judge deepseek-flash at ")
+    assert len(server.probes) == 2
 
 
 def test_preflight_can_be_skipped(inputs: Path, tmp_path: Path) -> None:
@@ -199,7 +218,7 @@ def test_preflight_can_be_skipped(inputs: Path, tmp_path: Path) -> None:
 
 
 def test_reference_backend_makes_no_request() -> None:
-    assert check_judge(JudgeConfig(backend="reference")) is None
+    assert check_judge(JudgeConfig(judge_backend="reference")) is None
 
 
 # ---- every command with a judge checks it before loading a model -----------------------------------------------

@@ -132,7 +132,7 @@ def test_non_medical() -> None:
 
 
 def test_reference_judge_async_interface() -> None:
-    judge = make_judge(JudgeConfig(backend="reference"))
+    judge = make_judge(JudgeConfig(judge_backend="reference"))
     items = [
         {"question": Q1, "reference": R1, "completion": "想一想\n</think>\n\n最可能的诊断是急性阑尾炎。"},
         {"question": Q1, "reference": R1, "completion": "没有结束思考"},
@@ -147,21 +147,21 @@ def test_reference_judge_async_interface() -> None:
 
 
 def test_reference_judge_undecided_score_is_configurable() -> None:
-    judge = make_judge(JudgeConfig(backend="reference", reference_undecided_score=0.5))
+    judge = make_judge(JudgeConfig(judge_backend="reference", judge_undecided_score=0.5))
     (judgment,) = judge.judge_batch_sync([{"question": Q1, "reference": R1, "answer": "最可能的诊断是急性胆囊炎。"}])
     assert judgment.score == 0.5 and judgment.label == "B" and judgment.error is None
 
 
 def test_reference_judge_is_deterministic() -> None:
-    judge = make_judge(JudgeConfig(backend="reference"))
+    judge = make_judge(JudgeConfig(judge_backend="reference"))
     items = [{"question": q, "reference": r, "answer": a} for q, r, a, _ in LABELLED]
     first = [j.score for j in judge.judge_batch_sync(items)]
     assert first == [j.score for j in judge.judge_batch_sync(items)]
 
 
 def test_undecided_score_must_be_a_tier() -> None:
-    with pytest.raises(ValueError, match="reference_undecided_score"):
-        JudgeConfig(backend="reference", reference_undecided_score=1.0)
+    with pytest.raises(ValueError, match="--judge_undecided_score must be a tier value"):
+        JudgeConfig(judge_backend="reference", judge_undecided_score=1.0)
 
 
 @pytest.mark.parametrize("fragment", ["，但不能雷", "但不能雷", "）的确如此", "首选。在，应尽早干预。"])
@@ -219,7 +219,7 @@ def test_medical_abbreviations_and_english_terms_are_never_outside_medicine(ques
 )
 def test_special_or_control_tokens_only_are_incoherent(answer: str) -> None:
     assert reference_verdict(Q1, R1, answer).label == "E"
-    judge = make_judge(JudgeConfig(backend="reference"))
+    judge = make_judge(JudgeConfig(judge_backend="reference"))
     (judgment,) = judge.judge_batch_sync([{"question": Q1, "reference": R1, "answer": answer}])
     assert judgment.score == -1.0 and judgment.source == "rule"  # every backend: -1.0 without a call
 

@@ -67,7 +67,7 @@ def test_reference_judge_uses_the_terms_after_its_incoherence_rules():
 
 
 def test_the_judge_reads_the_fields_from_each_item():
-    judge = make_judge(JudgeConfig(backend="reference"))
+    judge = make_judge(JudgeConfig(judge_backend="reference"))
     rows = [
         {"question": QUESTION, "reference": REFERENCE, "answer": "考虑二尖瓣狭窄", "key_terms": KEY},
         {

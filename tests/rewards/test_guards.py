@@ -3,7 +3,7 @@
 import pytest
 
 from medgspo.judge import JudgeConfig
-from medgspo.rewards import REWARDS, RewardContext
+from medgspo.rewards import REWARDS, RewardArguments
 from medgspo.rewards.guards import language_penalty, length_penalty, repetition_penalty
 
 
@@ -34,8 +34,8 @@ def test_language_guard_tolerates_abbreviations_but_not_english_answers():
 
 
 def test_reward_wrappers_follow_trl_signature():
-    context = RewardContext(JudgeConfig(backend="reference"), max_answer_chars=4)
-    rewards = {name: REWARDS[name](context) for name in ("repetition", "length", "language")}
+    args, judge = RewardArguments(max_answer_chars=4), JudgeConfig(judge_backend="reference")
+    rewards = {name: REWARDS[name](args, judge) for name in ("repetition", "length", "language")}
     completions = [
         "想</think>\n\n肺炎。",  # fine
         [{"role": "assistant", "content": "想</think>\n\n社区获得性肺炎。"}],  # 8 chars: 4 over a 4-char ramp

@@ -60,7 +60,7 @@ def test_format_reward() -> None:
 
 
 def test_format_reward_can_ask_for_thinking() -> None:
-    from medgspo.rewards import REWARDS, RewardContext
+    from medgspo.rewards import REWARDS, RewardArguments
     from medgspo.rewards.format import format_reward_with_thinking
 
     completions = [
@@ -71,19 +71,22 @@ def test_format_reward_can_ask_for_thinking() -> None:
     assert format_reward_with_thinking(0) is format_reward
     assert format_reward_with_thinking(4)(completions) == [1.0, 0.0, 0.0]
     assert format_reward_with_thinking(1)(completions) == [1.0, 0.0, 1.0]
-    reward = REWARDS["format"](RewardContext(JudgeConfig(backend="reference"), min_think_chars=4))
+    reward = REWARDS["format"](RewardArguments(min_think_chars=4), JudgeConfig(judge_backend="reference"))
     assert get_callable_name(reward) == "format_reward" and reward(completions) == [1.0, 0.0, 0.0]
 
 
 def test_trl_sees_an_async_named_reward() -> None:
-    reward = judge_reward(JudgeConfig(backend="reference"))
+    reward = judge_reward(JudgeConfig(judge_backend="reference"))
     assert is_async_callable(reward) and get_callable_name(reward) == "judge_reward"
-    assert get_callable_name(judge_reward(JudgeConfig(backend="reference"), name="medical_judge")) == "medical_judge"
+    assert (
+        get_callable_name(judge_reward(JudgeConfig(judge_backend="reference"), name="medical_judge"))
+        == "medical_judge"
+    )
     assert get_callable_name(format_reward) == "format_reward"
 
 
 def test_judge_reward_with_the_reference_backend() -> None:
-    reward = judge_reward(JudgeConfig(backend="reference"))
+    reward = judge_reward(JudgeConfig(judge_backend="reference"))
     completions = [
         assistant("想想\n</think>\n\n最可能的诊断是急性阑尾炎。"),
         assistant("没有结束思考"),
@@ -100,7 +103,7 @@ def test_judge_reward_with_the_reference_backend() -> None:
 
 def test_judge_reward_scores_a_malformed_layout_by_rule_as_evaluation_does() -> None:
     """Closing the thinking twice must not turn a -1.0 into a judged answer (a GSPO policy found that)."""
-    reward = judge_reward(JudgeConfig(backend="reference"))
+    reward = judge_reward(JudgeConfig(judge_backend="reference"))
     completions = [
         assistant("想想\n</think>\n\n</think>\n\n最可能的诊断是急性阑尾炎。"),  # several </think>
         assistant("想想\n</think>\n\n<think>最可能的诊断是急性阑尾炎。"),  # a <think> inside the answer
@@ -113,7 +116,9 @@ def test_judge_reward_scores_a_malformed_layout_by_rule_as_evaluation_does() -> 
 
 def test_judge_reward_gathers_the_batch_in_one_call() -> None:
     with FakeOpenAIServer(latency_s=0.3) as server:
-        judge = OpenAIJudge(JudgeConfig(base_url=server.base_url, concurrency=16), api_key="k")
+        judge = OpenAIJudge(
+            JudgeConfig(judge_backend="openai", judge_base_url=server.base_url, judge_concurrency=16), api_key="k"
+        )
         reward = JudgeReward(judge)
         completions = [f"想\n</think>\n回答{i}" for i in range(16)]
         scores, metrics, _ = trl_call(reward, completions)
@@ -125,7 +130,9 @@ def test_judge_reward_gathers_the_batch_in_one_call() -> None:
 def test_failed_judgments_are_none_counted_and_logged(caplog) -> None:
     with FakeOpenAIServer() as server:
         server.inject(Fault.http(500), answer="回答1")
-        judge = OpenAIJudge(JudgeConfig(base_url=server.base_url, max_retries=0), api_key="k")
+        judge = OpenAIJudge(
+            JudgeConfig(judge_backend="openai", judge_base_url=server.base_url, judge_max_retries=0), api_key="k"
+        )
         scores, metrics, extra = trl_call(JudgeReward(judge), ["想\n</think>\n回答0", "想\n</think>\n回答1"])
     assert scores == [0.5, None]  # never 0.0
     assert metrics["judge/failures"] == [1.0] and metrics["judge/failure_rate"] == [0.5]
@@ -134,14 +141,14 @@ def test_failed_judgments_are_none_counted_and_logged(caplog) -> None:
 
 
 def test_run_level_accounting_accumulates() -> None:
-    reward = judge_reward(JudgeConfig(backend="reference"))
+    reward = judge_reward(JudgeConfig(judge_backend="reference"))
     for _ in range(3):
         trl_call(reward, ["想\n</think>\n最可能的诊断是急性阑尾炎。"])
     assert reward.stats.judgments == 3 and reward.stats.tiers == {"A": 3}
 
 
 def test_missing_columns_are_named() -> None:
-    reward = judge_reward(JudgeConfig(backend="reference"))
+    reward = judge_reward(JudgeConfig(judge_backend="reference"))
     with pytest.raises(ValueError, match="'question' and 'reference'"):
         trl_call(reward, ["x</think>y"], question=None)
 
@@ -156,30 +163,65 @@ KEY_COMPLETIONS = [
 
 
 def test_judge_reward_reads_the_key_term_columns() -> None:
-    scores, metrics, extra = trl_call(judge_reward(JudgeConfig(backend="reference")), KEY_COMPLETIONS, **KEY_COLUMNS)
+    scores, metrics, extra = trl_call(
+        judge_reward(JudgeConfig(judge_backend="reference")), KEY_COMPLETIONS, **KEY_COLUMNS
+    )
     assert scores == [2.0, -0.5, None]  # a plain judge reward reports the abstention as it is
     assert extra["judge_label"] == ["A", "D", None] and metrics["judge/abstained"] == [1.0]
     # without the columns (a Hub dataset) the same answers are judged as before: no lexical evidence, abstain
-    assert trl_call(judge_reward(JudgeConfig(backend="reference")), KEY_COMPLETIONS)[0] == [None, None, None]
+    assert trl_call(judge_reward(JudgeConfig(judge_backend="reference")), KEY_COMPLETIONS)[0] == [None, None, None]
 
 
 def test_in_training_an_abstention_scores_the_judge_floor_not_the_group_mean() -> None:
     """GSPO's reward from the registry: an abstention earns -1.0 from the judge (only format and guards lift it),
     so it is no hiding place; with `abstain_score: null` it stays None (TRL: the group's mean)."""
-    from medgspo.rewards import ABSTAIN_SCORE, RewardArguments, RewardContext, get_reward_funcs
+    from medgspo.rewards import ABSTAIN_SCORE, RewardArguments, get_reward_funcs
 
     assert RewardArguments().abstain_score == ABSTAIN_SCORE == -1.0
-    (judge,) = get_reward_funcs(["judge"], RewardContext(JudgeConfig(backend="reference")))
+    (judge,) = get_reward_funcs(RewardArguments(reward_funcs=["judge"]), JudgeConfig(judge_backend="reference"))
     scores, metrics, _ = trl_call(judge, KEY_COMPLETIONS, **KEY_COLUMNS)
     assert scores == [2.0, -0.5, -1.0]
     assert metrics["judge/abstained"] == [1.0]  # still counted as an abstention, not as an E verdict
-    (kept,) = get_reward_funcs(["judge"], RewardContext(JudgeConfig(backend="reference"), abstain_score=None))
+    (kept,) = get_reward_funcs(RewardArguments(abstain_score=None), JudgeConfig(judge_backend="reference"))
     assert trl_call(kept, KEY_COMPLETIONS, **KEY_COLUMNS)[0] == [2.0, -0.5, None]
 
 
 def test_a_failed_judgment_is_not_an_abstention() -> None:
     with FakeOpenAIServer() as server:
         server.inject(Fault.http(500), answer="回答1")
-        judge = OpenAIJudge(JudgeConfig(base_url=server.base_url, max_retries=0, max_reasks=0), api_key="k")
+        judge = OpenAIJudge(
+            JudgeConfig(
+                judge_backend="openai", judge_base_url=server.base_url, judge_max_retries=0, judge_max_reasks=0
+            ),
+            api_key="k",
+        )
         scores, _, _ = trl_call(JudgeReward(judge, abstain_score=-1.0), ["想\n</think>\n回答0", "想\n</think>\n回答1"])
     assert scores == [0.5, None]  # a failure stays None whatever the abstention score
+
+
+def test_a_new_parameterised_reward_is_its_function_and_one_registry_line() -> None:
+    """As a newcomer adds one: a function with a dataclass of its one flag, and a line in the registry. The flag
+    then exists (``reward_arguments`` makes the parsed class from the registry) and the reward is built from it."""
+    from dataclasses import dataclass, field
+
+    from medgspo.data.chat_format import split_completion
+    from medgspo.rewards import REWARDS, Reward, get_reward_funcs, reward_arguments
+    from medgspo.utils.cli import parse_args
+
+    @dataclass
+    class BrevityArguments:
+        brevity_chars: int = field(default=120, metadata={"help": "Answers longer than this earn -1."})
+
+    def brevity_reward(limit: int):
+        def brevity(completions, **kwargs):
+            return [-1.0 if len(split_completion(c).answer) > limit else 0.0 for c in completions]
+
+        return brevity
+
+    registry = {**REWARDS, "brevity": Reward(BrevityArguments, lambda args, judge: brevity_reward(args.brevity_chars))}
+    (args,) = parse_args(
+        (reward_arguments(registry),), ["--reward_funcs", "format", "brevity", "--brevity_chars", "4"]
+    )
+    _, brevity = get_reward_funcs(args, JudgeConfig(judge_backend="reference"), registry)
+    assert brevity(["想\n</think>\n\n肺炎。", "想\n</think>\n\n社区获得性肺炎可能性大。"]) == [0.0, -1.0]
+    assert args.min_think_chars == 0 and args.abstain_score == -1.0  # the other rewards' flags are all there

@@ -220,18 +220,18 @@ def test_a_resumed_run_pays_no_judgment_twice(tmp_path, monkeypatch):
 
     from fake_openai_server import FakeOpenAIServer
 
-    from medgspo.judge.arguments import JudgeArguments
-    from medgspo.rewards import RewardContext, get_reward_funcs
+    from medgspo.judge.config import JudgeConfig
+    from medgspo.rewards import RewardArguments, get_reward_funcs
 
     monkeypatch.setenv("DEEPSEEK_API_KEY", "test-key")
     completions = ["我想了想。\n</think>\n\n答案一", "我想了想。\n</think>\n\n答案二"]
     columns = {"question": ["问？", "问？"], "reference": ["答案一", "答案一"]}
     with FakeOpenAIServer() as server:
-        args = JudgeArguments(
+        config = JudgeConfig(
             judge_backend="openai", judge_base_url=server.base_url, judge_cache=str(tmp_path / "c.db")
         )
         for _ in range(2):  # the first run, then the resumed one with a fresh process-level judge
-            (judge,) = get_reward_funcs(["judge"], RewardContext(args.to_config()))
+            (judge,) = get_reward_funcs(RewardArguments(), config)
             scores = asyncio.run(judge(prompts=[None, None], completions=completions, **columns))
             assert scores == [2.0, 0.5]
         assert len(server.requests) == 2

@@ -15,7 +15,7 @@ repeat (``--adapter none --adapter runs/sft``). Open-ended data defaults to the 
 the first adapter, else the bundled records' held-out split (the one ``medgspo sft`` holds out by default);
 multiple choice takes one or more benchmark files or CMMLU folders (layouts detected per path, see
 :mod:`medgspo.eval.layouts`) and defaults to the bundled ``data/mcq_zh.jsonl``. The judge flags are
-:class:`JudgeArguments`.
+:class:`~medgspo.judge.config.JudgeConfig`.
 
 Outputs in ``--output_dir``: ``generations.jsonl``, ``eval.json``, ``eval.md``, ``eval.png`` (open) or
 ``mcq_generations.jsonl``, ``mcq.json``, ``mcq.md``, ``mcq_table.json`` (mcq). Exit codes: 0 done, 2 bad input or
@@ -37,7 +37,7 @@ from medgspo.eval.layouts.cmmlu import MEDICAL_SUBJECTS
 from medgspo.eval.mcq import PROMPT_STYLES, MCQTask
 from medgspo.eval.open_ended import OpenTask
 from medgspo.eval.runner import GenerationSettings, ModelSpec, Task, evaluate
-from medgspo.judge.arguments import JudgeArguments
+from medgspo.judge.config import JudgeConfig
 from medgspo.judge.preflight import preflight
 from medgspo.modeling.generation import CARD_SAMPLING
 from medgspo.modeling.loading import check_model_arguments
@@ -216,15 +216,15 @@ def open_records(data: str | None, models: list[ModelSpec]) -> tuple[list[dict],
 
 
 # ---- the command --------------------------------------------------------------------------------------------------
-def run(args: EvalArguments, judge_args: JudgeArguments) -> int:
+def run(args: EvalArguments, judge_config: JudgeConfig) -> int:
     """Run ``medgspo eval`` on parsed flags; returns the exit code (errors are raised for the entry point)."""
     args.check()
     if args.task == "open":  # a bad judge key, model name or balance stops here, before any model loads
-        preflight(judge_args)
+        preflight(judge_config)
     models = resolve_models(args.model, args.adapter, args.name)
     for _, model, adapter in models:
         check_model_arguments(model, adapter)
-    task = _mcq_task(args, models) if args.task == "mcq" else _open_task(args, judge_args, models)
+    task = _mcq_task(args, models) if args.task == "mcq" else _open_task(args, judge_config, models)
     summaries = evaluate(task, models, args.output_dir, args.generation())
     print("\n" + task.table(summaries) + "\n")
     for label, path in task.outputs(args.output_dir):
@@ -232,8 +232,7 @@ def run(args: EvalArguments, judge_args: JudgeArguments) -> int:
     return 0
 
 
-def _open_task(args: EvalArguments, judge_args: JudgeArguments, models: list[ModelSpec]) -> Task:
-    config = judge_args.to_config()
+def _open_task(args: EvalArguments, config: JudgeConfig, models: list[ModelSpec]) -> Task:
     records, source = open_records(args.data[0] if args.data else None, models)
     records = records[: args.limit] if args.limit else records
     logger.info("Open-ended evaluation of %d model(s) on %d question(s) from %s", len(models), len(records), source)
@@ -259,7 +258,7 @@ def _mcq_task(args: EvalArguments, models: list[ModelSpec]) -> Task:
 COMMANDS = [
     Command(
         name="eval",
-        arguments=(EvalArguments, JudgeArguments),
+        arguments=(EvalArguments, JudgeConfig),
         run=run,
         description=DESCRIPTION,
     )

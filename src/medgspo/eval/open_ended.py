@@ -25,7 +25,16 @@ from tqdm.auto import tqdm
 from medgspo.data.records import TERM_FIELDS, DataError, Problem
 from medgspo.eval.metrics import markdown_table, summarize_open
 from medgspo.eval.plots import plot_summaries
-from medgspo.eval.runner import GenerationSettings, ModelSpec, Summaries, Task, completion_fields, evaluate
+from medgspo.eval.runner import (
+    Evaluation,
+    GenerationSettings,
+    ModelSpec,
+    Summaries,
+    Task,
+    completion_fields,
+    evaluate,
+    evaluate_all,
+)
 from medgspo.judge import JudgeConfig, JudgeStats, make_judge
 from medgspo.judge.tiers import MALFORMED_SCORE, TIERS, label_for, tier_legend
 from medgspo.modeling.generation import Generation
@@ -99,7 +108,7 @@ class OpenTask(Task):
         self.pairs = [question_and_reference(r, i) for i, r in enumerate(records)]
         self.terms = [{name: list(r[name]) for name in TERM_FIELDS if r.get(name)} for r in records]
         super().__init__([question for question, _ in self.pairs])
-        self.config = judge_config or JudgeConfig(backend="reference")
+        self.config = judge_config or JudgeConfig(judge_backend="reference")
         self._judge: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -130,7 +139,7 @@ class OpenTask(Task):
             self._loop.run_until_complete(judge_rows(self._judge, rows, stats=stats, progress=bar.update))
         summary = summarize_open(rows, seed=settings.seed)
         summary["judge"] = {
-            "backend": self.config.backend,
+            "backend": self.config.judge_backend,
             "model": getattr(self._judge, "judge_id", self.config.model),
             "calls": stats.calls,
             "cache_hits": stats.cache_hits,
@@ -175,5 +184,16 @@ def run_eval(
     **generation: Any,
 ) -> Summaries:
     """Evaluate each ``(name, model, adapter)`` on ``records`` (``generation``: :class:`GenerationSettings`
-    fields) and write the files into ``output_dir``; returns the summaries. The pipeline's entry point."""
+    fields) and write the files into ``output_dir``; returns the summaries."""
     return evaluate(OpenTask(records, judge_config), models, output_dir, GenerationSettings(**generation))
+
+
+def evaluate_open(
+    models: list[ModelSpec],
+    records: list[Mapping[str, Any]],
+    judge_config: JudgeConfig | None,
+    output_dir: str | Path,
+    **generation: Any,
+) -> Evaluation:
+    """:func:`run_eval`, returning the scored rows too (the pipeline's entry point: its report reads both)."""
+    return evaluate_all(OpenTask(records, judge_config), models, output_dir, GenerationSettings(**generation))

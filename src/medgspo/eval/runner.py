@@ -144,10 +144,25 @@ def generate_answers(
     return results
 
 
+@dataclass
+class Evaluation:
+    """Every model's summary and every scored row (one per model and question, as in the generations file)."""
+
+    summaries: Summaries
+    rows: list[dict[str, Any]]
+
+
 def evaluate(
     task: Task, models: list[ModelSpec], output_dir: str | Path, settings: GenerationSettings | None = None
 ) -> Summaries:
-    """Run ``task`` on each ``(name, model, adapter)``, write its files into ``output_dir``, return the summaries.
+    """Run ``task`` on each ``(name, model, adapter)``, write its files into ``output_dir``, return the summaries."""
+    return evaluate_all(task, models, output_dir, settings).summaries
+
+
+def evaluate_all(
+    task: Task, models: list[ModelSpec], output_dir: str | Path, settings: GenerationSettings | None = None
+) -> Evaluation:
+    """:func:`evaluate`, returning the scored rows too.
 
     A summary is the task's plus ``model``, ``adapter``, the generation settings and ``hit_token_limit`` (answers
     that used the whole ``max_new_tokens`` budget).
@@ -177,4 +192,4 @@ def evaluate(
         task.close()
     write_json(out / task.files["summaries"], summaries)
     task.write_reports(summaries, out)
-    return summaries
+    return Evaluation(summaries, all_rows)

@@ -5,7 +5,7 @@ Three layers, each testable alone: the rubric prompt (``rubric_v1.txt`` + :mod:`
 (:mod:`.parse`, tiers in :mod:`.tiers`), and a judge that owns retries, deadlines, concurrency, cache and cost
 (:mod:`.base` for the batch path shared by every backend, :mod:`.retry` for the HTTP retry policy, :mod:`.client`
 for the OpenAI-compatible client, with :mod:`.cache` and :mod:`.accounting`). Its flags are
-:class:`~medgspo.judge.arguments.JudgeArguments` (``--judge_backend`` ...) and ``medgspo judge`` is :mod:`.cli`.
+:class:`~medgspo.judge.config.JudgeConfig` (``--judge_backend`` ...) and ``medgspo judge`` is :mod:`.cli`.
 DeepSeek's served names, list prices and thinking switch are :mod:`.deepseek`; every command checks an API judge
 first with :func:`~medgspo.judge.preflight.preflight`; ``medgspo judge calibrate`` (:mod:`.calibrate`, metrics in
 :mod:`.calibration`) measures a judge against labelled verdicts. Backends:
@@ -15,7 +15,7 @@ first with :func:`~medgspo.judge.preflight.preflight`; ``medgspo judge calibrate
 * ``local``: the same client pointed at a local server (vLLM, SGLang, Ollama), no API key needed;
 * ``reference``: an offline, deterministic lexical heuristic (:mod:`.reference`), for runs with no API.
 
-    judge = make_judge(JudgeConfig(cache_path="judge_cache.sqlite"))
+    judge = make_judge(JudgeConfig(judge_backend="openai", judge_cache="judge_cache.sqlite"))
     judgments = await judge.judge_batch([{"question": q, "reference": r, "completion": c}])
 
 A failed judgment has ``score=None`` (TRL skips it); it is never turned into 0.0, which is a real tier.
@@ -24,7 +24,6 @@ A failed judgment has ``score=None`` (TRL skips it); it is never turned into 0.0
 from __future__ import annotations
 
 from medgspo.judge.accounting import JudgeStats, Judgment, Prices, summary_lines
-from medgspo.judge.arguments import JudgeArguments
 from medgspo.judge.base import BaseJudge
 from medgspo.judge.client import OpenAIJudge
 from medgspo.judge.config import BACKENDS, DEEPSEEK_BASE_URL, LOCAL_BASE_URL, Judge, JudgeConfig, JudgeFatalError
@@ -35,13 +34,13 @@ from medgspo.judge.tiers import MALFORMED_SCORE, TIER_NAMES, TIERS, label_for
 
 
 def make_judge(config: JudgeConfig | None = None, *, api_key: str | None = None) -> Judge:
-    """Build the judge for ``config.backend``; ``api_key`` overrides the environment variable (tests, notebooks).
+    """Build the judge for ``config.judge_backend``; ``api_key`` overrides the environment variable (tests, notebooks).
 
-    >>> type(make_judge(JudgeConfig(backend="reference"))).__name__
+    >>> type(make_judge(JudgeConfig(judge_backend="reference"))).__name__
     'ReferenceJudge'
     """
     config = config or JudgeConfig()
-    if config.backend == "reference":
+    if config.judge_backend == "reference":
         return ReferenceJudge(config)
     return OpenAIJudge(config, api_key=api_key)
 
@@ -55,7 +54,6 @@ __all__ = [
     "TIER_NAMES",
     "BaseJudge",
     "Judge",
-    "JudgeArguments",
     "JudgeConfig",
     "JudgeFatalError",
     "JudgeItem",

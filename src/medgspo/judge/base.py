@@ -50,10 +50,11 @@ class BaseJudge(ABC):
 
     def __init__(self, config: JudgeConfig):
         self.config = config
-        self.rubric = load_rubric(config.rubric)
+        self.concurrency = config.judge_concurrency  # calls in flight; GSPO lowers it to its process's share
+        self.rubric = load_rubric(config.judge_rubric)
         self.stats = JudgeStats()
         self.last_batch: JudgeStats | None = None
-        self.cache = JudgeCache(config.cache_path) if self.uses_cache and config.cache_path else None
+        self.cache = JudgeCache(config.judge_cache) if self.uses_cache and config.judge_cache else None
 
     @property
     def judge_id(self) -> str:
@@ -125,7 +126,7 @@ class BaseJudge(ABC):
         return results, groups, jobs
 
     def _job(self, item: JudgeItem, answer: str) -> Job:
-        candidate = render_candidate(answer, self.config.max_answer_chars)
+        candidate = render_candidate(answer, self.config.judge_max_answer_chars)
         key = cache_key(self.judge_id, self.rubric.version, item.question.strip(), item.reference.strip(), candidate)
         return Job(item.question, item.reference, candidate, key)
 

@@ -33,7 +33,6 @@ from typing import Any
 from medgspo.data.records import DataError, Problem
 from medgspo.errors import ConfigError, UserError
 from medgspo.judge.accounting import JudgeStats, Judgment
-from medgspo.judge.arguments import JudgeArguments
 from medgspo.judge.calibration import LABELS, NONE_COLUMN, adversarial_summary, summarize, tier_value
 from medgspo.judge.config import JudgeConfig
 from medgspo.judge.preflight import preflight
@@ -99,18 +98,19 @@ def read_labelled(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def calibrate(args: CalibrateArguments, judge_args: JudgeArguments) -> dict[str, Any]:
+def calibrate(args: CalibrateArguments, config: JudgeConfig) -> dict[str, Any]:
     """Judge the labelled set ``--repeats`` times and write the three outputs; returns ``calibration.json``'s
     content (``medgspo judge calibrate`` prints it as :func:`table_lines`)."""
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1 (got {args.repeats})")
     start = time.perf_counter()
-    config = judge_args.to_config()
-    rows = [gold_for_rubric(row, config.rubric) for row in read_labelled(Path(args.input))]
-    preflight(judge_args)
+    rows = [gold_for_rubric(row, config.judge_rubric) for row in read_labelled(Path(args.input))]
+    preflight(config)
     stats = JudgeStats()
     passes = [
-        asyncio.run(_judge_pass(config if r == 0 else dataclasses.replace(config, cache_path=None), rows, stats, args))
+        asyncio.run(
+            _judge_pass(config if r == 0 else dataclasses.replace(config, judge_cache=None), rows, stats, args)
+        )
         for r in range(args.repeats)
     ]
     judged = [_output_row(row, [p[i] for p in passes], args.repeats) for i, row in enumerate(rows)]
@@ -190,8 +190,8 @@ def _run_facts(args: CalibrateArguments, config: JudgeConfig, stats: JudgeStats,
     """What was judged, by which judge, and what it cost (all repeats together)."""
     from medgspo.judge.prompt import load_rubric
 
-    judge = {"backend": config.backend, "rubric": load_rubric(config.rubric).version}
-    if config.backend != "reference":
+    judge = {"backend": config.judge_backend, "rubric": load_rubric(config.judge_rubric).version}
+    if config.judge_backend != "reference":
         judge |= {"model": config.model, "base_url": config.endpoint}
     return {
         "input": args.input,

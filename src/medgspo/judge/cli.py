@@ -11,7 +11,7 @@
 Input lines hold ``question``, ``reference`` and either ``completion`` (a full model output: the answer after
 ``</think>`` is judged) or ``answer`` (already the final answer). Output lines keep the input fields and add
 ``score`` (tier value or null), ``label``, ``error`` (null or the reason), ``cached`` and ``judge_reason``.
-The judge flags are :class:`~medgspo.judge.arguments.JudgeArguments`, the same as in ``gspo``, ``pipeline`` and
+The judge flags are :class:`~medgspo.judge.config.JudgeConfig`, the same as in ``gspo``, ``pipeline`` and
 ``eval``. The API key is read from the environment variable named by ``--judge_api_key_env`` and never printed.
 The judge is checked with one tiny request before anything is judged (:mod:`.preflight`).
 Exit codes (set by :func:`medgspo.cli.main`): 0 done (failed judgments are null and counted in the summary),
@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from medgspo.errors import UserError
-from medgspo.judge import Judge, JudgeItem, JudgeStats, Judgment, make_judge, summary_lines
-from medgspo.judge.arguments import JudgeArguments
+from medgspo.judge import Judge, JudgeConfig, JudgeItem, JudgeStats, Judgment, make_judge, summary_lines
 from medgspo.judge.calibrate import CalibrateArguments, calibrate, table_lines
 from medgspo.judge.preflight import preflight
 from medgspo.utils.cli import Command
@@ -49,20 +48,19 @@ class JudgeFileArguments:
     progress: bool = field(default=True, metadata={"help": "Show a progress bar on stderr (--no_progress hides it)."})
 
 
-def run(files: JudgeFileArguments, judge_args: JudgeArguments) -> int:
+def run(files: JudgeFileArguments, config: JudgeConfig) -> int:
     """Run ``medgspo judge``: read, judge, write, print the summary; returns 0 (errors are raised)."""
     start = time.perf_counter()
-    config = judge_args.to_config()
     items, rows = read_items(Path(files.input))
     judge = make_judge(config)
     if judge.needs_calls(items):  # a rerun whose verdicts are all cached makes no request, the preflight included
-        preflight(judge_args)
+        preflight(config)
     try:
         judgments, stats = asyncio.run(_judge_all(judge, items, show_progress=files.progress))
     except KeyboardInterrupt:
-        if config.cache_path:
+        if config.judge_cache:
             print(
-                f"finished verdicts are in the cache {config.cache_path}; a rerun will not pay for them",
+                f"finished verdicts are in the cache {config.judge_cache}; a rerun will not pay for them",
                 file=sys.stderr,
             )
         raise
@@ -73,7 +71,7 @@ def run(files: JudgeFileArguments, judge_args: JudgeArguments) -> int:
     stats.wall_s = time.perf_counter() - start
     for line in summary_lines(stats, config.prices):
         print(line)
-    if config.backend != "reference":
+    if config.judge_backend != "reference":
         print(f"prices: {config.price_note}")
     print(f"output: {files.output}")
     return 0
@@ -131,9 +129,9 @@ async def _judge_all(
     return results, stats
 
 
-def run_calibrate(args: CalibrateArguments, judge_args: JudgeArguments) -> int:
+def run_calibrate(args: CalibrateArguments, config: JudgeConfig) -> int:
     """Run ``medgspo judge calibrate``: judge the labelled set, write the outputs, print the table."""
-    summary = calibrate(args, judge_args)
+    summary = calibrate(args, config)
     for line in table_lines(summary):
         print(line)
     print(f"output: {args.output} (judgments.jsonl, calibration.json, confusion_matrix.png)")
@@ -153,7 +151,7 @@ class JudgeCommand(Command):
 
 CALIBRATE = Command(
     name="judge calibrate",
-    arguments=(CalibrateArguments, JudgeArguments),
+    arguments=(CalibrateArguments, JudgeConfig),
     run=run_calibrate,
     description="Measure the judge's agreement with labelled verdicts (accuracy, coverage, kappa, confusion "
     "matrix, cost) before paying for GSPO. Default input: the labelled set shipped with medgspo.",
@@ -161,7 +159,7 @@ CALIBRATE = Command(
 COMMANDS = [
     JudgeCommand(
         name="judge",
-        arguments=(JudgeFileArguments, JudgeArguments),
+        arguments=(JudgeFileArguments, JudgeConfig),
         run=run,
         description="Score a JSONL file of answers with the 5-tier medical judge (an LLM API, a local server or "
         "the offline reference heuristic) and write the verdicts. `medgspo judge calibrate --help`: measure the "

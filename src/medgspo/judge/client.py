@@ -63,16 +63,16 @@ def thinking_params(config: JudgeConfig) -> dict[str, Any]:
     (a DeepSeek model behind a proxy or a local gateway is still DeepSeek), the chat-template switch for a local
     server (vLLM, SGLang: Qwen3's ``enable_thinking``, DeepSeek-V3.1's ``thinking``).
 
-    >>> thinking_params(JudgeConfig(base_url="http://127.0.0.1:9000/v1", model="deepseek-flash"))
+    >>> thinking_params(JudgeConfig(judge_backend="openai", judge_base_url="http://127.0.0.1:9000/v1"))
     {'thinking': {'type': 'disabled'}}
-    >>> thinking_params(JudgeConfig(backend="local", model="Qwen/Qwen3-32B"))
+    >>> thinking_params(JudgeConfig(judge_backend="local", judge_model="Qwen/Qwen3-32B"))
     {'chat_template_kwargs': {'enable_thinking': False}}
     """
-    if not config.disable_thinking:
+    if config.judge_thinking:
         return {}
     deepseek = is_deepseek_host(config.endpoint) or is_deepseek_model(config.model)
     fields: dict[str, Any] = dict(THINKING_OFF) if deepseek else {}
-    if config.backend == "local":
+    if config.judge_backend == "local":
         switches = {"enable_thinking": False} | ({"thinking": False} if deepseek else {})
         fields["chat_template_kwargs"] = switches
     return fields
@@ -80,10 +80,10 @@ def thinking_params(config: JudgeConfig) -> dict[str, Any]:
 
 def request_fields(config: JudgeConfig) -> dict[str, Any]:
     """Everything in the request body except the messages."""
-    fields: dict[str, Any] = {"model": config.model, "temperature": 0.0, "max_tokens": config.max_tokens}
-    if config.json_mode:
+    fields: dict[str, Any] = {"model": config.model, "temperature": 0.0, "max_tokens": config.judge_max_tokens}
+    if config.judge_json_mode:
         fields["response_format"] = {"type": "json_object"}
-    return fields | thinking_params(config) | dict(config.extra_body)
+    return fields | thinking_params(config) | dict(config.judge_extra_body or {})
 
 
 def message_content(data: dict[str, Any]) -> str | None:
@@ -125,7 +125,7 @@ class OpenAIJudge(BaseJudge):
 
     def __repr__(self) -> str:
         cfg = self.config
-        return f"OpenAIJudge(model={cfg.model!r}, base_url={cfg.endpoint!r}, concurrency={cfg.concurrency})"
+        return f"OpenAIJudge(model={cfg.model!r}, base_url={cfg.endpoint!r}, concurrency={self.concurrency})"
 
     # ---- batch ---------------------------------------------------------------------------------------------
     async def _judge_new(self, jobs: list[Job], batch: JudgeStats, done: Callable[[str], None]) -> dict[str, Judgment]:
@@ -148,12 +148,16 @@ class OpenAIJudge(BaseJudge):
                 data = await self._call(messages, batch)
             except TransientError as exc:
                 failures += 1
-                if failures > cfg.max_retries:
+                if failures > cfg.judge_max_retries:
                     return self._failed(f"{exc.reason} (gave up after {failures} attempts)")
                 batch.retries += 1
                 delay = self._backoff(failures, exc.retry_after)
                 logger.debug(
-                    "Judge call failed (%s); retry %d/%d in %.2f s.", exc.reason, failures, cfg.max_retries, delay
+                    "Judge call failed (%s); retry %d/%d in %.2f s.",
+                    exc.reason,
+                    failures,
+                    cfg.judge_max_retries,
+                    delay,
                 )
                 await self._sleep(delay)
                 continue
@@ -163,7 +167,7 @@ class OpenAIJudge(BaseJudge):
                 judgment = Judgment(verdict.score, verdict.label, reason=verdict.reason)
                 self._remember(job, judgment)
                 return judgment
-            if reasks >= cfg.max_reasks:
+            if reasks >= cfg.judge_max_reasks:
                 shown = "blank reply" if not (content or "").strip() else repr(content.strip()[:80])
                 return self._unparsed(f"unparseable verdict: {shown} (after {reasks + 1} replies)")
             reasks += 1
@@ -173,7 +177,7 @@ class OpenAIJudge(BaseJudge):
     def _unparsed(self, error: str) -> Judgment:
         """The judge replied but never parsably: the configured floor (default the E tier), counted apart from
         transport failures; a reply a policy makes the judge babble is no hiding place at its group's mean."""
-        floor = self.config.unparsed_score
+        floor = self.config.judge_unparsed_score
         if floor is None:
             return self._failed(error)
         logger.warning("Judge reply never parsed, scored the floor %+.1f: %s", floor, self._redact(error))
@@ -194,11 +198,13 @@ class OpenAIJudge(BaseJudge):
         async with semaphore:
             start = time.perf_counter()
             try:
-                raw = await within(client.post("/chat/completions", body=body, cast_to=bytes), self.config.deadline_s)
+                raw = await within(
+                    client.post("/chat/completions", body=body, cast_to=bytes), self.config.judge_deadline_s
+                )
             except asyncio.TimeoutError:
                 batch.record_call(None, None)
                 raise TransientError(
-                    f"deadline exceeded: no complete reply within {self.config.deadline_s:g} s"
+                    f"deadline exceeded: no complete reply within {self.config.judge_deadline_s:g} s"
                 ) from None
             except openai.APIStatusError as exc:
                 batch.record_call(None, None)
@@ -222,7 +228,11 @@ class OpenAIJudge(BaseJudge):
         detail = self._redact(provider_message(exc))[:300]
         headers = getattr(getattr(exc, "response", None), "headers", None)
         error = status_error(
-            int(exc.status_code), detail, headers, endpoint=self.config.endpoint, api_key_env=self.config.api_key_env
+            int(exc.status_code),
+            detail,
+            headers,
+            endpoint=self.config.endpoint,
+            api_key_env=self.config.judge_api_key_env,
         )
         if not isinstance(error, JudgeFatalError):
             return error
@@ -236,9 +246,9 @@ class OpenAIJudge(BaseJudge):
         return backoff_delay(
             attempt,
             retry_after,
-            base_s=cfg.backoff_base_s,
-            max_s=cfg.backoff_max_s,
-            max_retry_after_s=cfg.max_retry_after_s,
+            base_s=cfg.judge_backoff_base_s,
+            max_s=cfg.judge_backoff_max_s,
+            max_retry_after_s=cfg.judge_max_retry_after_s,
             rng=self._rng,
         )
 
@@ -247,15 +257,15 @@ class OpenAIJudge(BaseJudge):
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._client is None or self._semaphore is None:
             self._client = self._new_client()
-            self._semaphore = asyncio.Semaphore(self.config.concurrency)
+            self._semaphore = asyncio.Semaphore(self.concurrency)
             self._loop = loop
         return self._client, self._semaphore
 
     def _new_client(self) -> Any:
         import openai
 
-        n = self.config.concurrency
-        options: dict[str, Any] = {"timeout": self.config.deadline_s}
+        n = self.concurrency
+        options: dict[str, Any] = {"timeout": self.config.judge_deadline_s}
         base = getattr(openai, "DEFAULT_CONNECTION_LIMITS", None)
         if base is not None:  # keep connections across GSPO steps, which are often longer than the 5 s default
             options["limits"] = type(base)(
@@ -269,7 +279,7 @@ class OpenAIJudge(BaseJudge):
             api_key=self._api_key,
             base_url=self.config.endpoint,
             max_retries=0,
-            timeout=self.config.deadline_s,
+            timeout=self.config.judge_deadline_s,
             http_client=http_client,
         )
 
@@ -284,14 +294,14 @@ class OpenAIJudge(BaseJudge):
 
 
 def resolve_key(config: JudgeConfig, api_key: str | None) -> str:
-    """The API key: ``api_key`` if given, else the environment variable ``config.api_key_env`` (``local``: any)."""
-    key = (api_key if api_key is not None else os.environ.get(config.api_key_env, "")).strip()
+    """The API key: ``api_key`` if given, else the environment variable ``config.judge_api_key_env`` (``local``: any)."""
+    key = (api_key if api_key is not None else os.environ.get(config.judge_api_key_env, "")).strip()
     if key:
         return key
-    if config.backend == "local":
+    if config.judge_backend == "local":
         return "EMPTY"  # local servers ignore the key; the SDK wants one
     raise JudgeFatalError(
-        f"no judge API key: set the environment variable {config.api_key_env} (or name another one with "
+        f"no judge API key: set the environment variable {config.judge_api_key_env} (or name another one with "
         "--judge_api_key_env); use --judge_backend local for a local server or --judge_backend reference to run "
         "offline"
     )

@@ -1,7 +1,7 @@
 """Fail fast: check the judge with one tiny request before anything else loads (``judge``, ``gspo``, ``pipeline``,
 ``eval`` call :func:`preflight` first).
 
-    preflight(judge_args)   # nothing for --judge_backend reference or --no_judge_preflight
+    preflight(judge_config)   # nothing for --judge_backend reference or --no_judge_preflight
 
 The check spends at most two requests and retries nothing:
 
@@ -16,20 +16,18 @@ The check spends at most two requests and retries nothing:
    there; the run's retries handle load).
 
 Every failure is a :class:`~medgspo.judge.config.JudgeFatalError` with one line that never contains the key (the
-entry point prints ``error: ...`` and exits 3). A success is remembered for the process, so the pipeline and its
-GSPO stage check once.
+entry point prints ``error: ...`` and exits 3). Each command checks once, at its start: the pipeline before its
+stages (GSPO then runs on the checked config, without a second check), ``medgspo gspo`` before its stage.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
 from typing import Any
 
-from medgspo.judge.arguments import JudgeArguments
 from medgspo.judge.client import request_fields, resolve_key, thinking_params
 from medgspo.judge.config import JudgeConfig, JudgeFatalError
 from medgspo.judge.deepseek import is_deepseek_host, retired_message, retired_replacement
@@ -44,28 +42,24 @@ PROBE_MESSAGES = [
     {"role": "system", "content": "You check that a judge API works. Reply with json only."},
     {"role": "user", "content": 'Reply with this json: {"ok": true}'},
 ]
-_READY: set[tuple[str, ...]] = set()
 
 
-def preflight(judge_args: JudgeArguments) -> None:
-    """Check the judge these flags describe (see the module docstring); raises ``JudgeFatalError``."""
-    if judge_args.judge_backend == "reference" or not judge_args.judge_preflight:
+def preflight(config: JudgeConfig) -> None:
+    """Check the judge ``config`` describes (see the module docstring); raises ``JudgeFatalError``."""
+    if config.judge_backend == "reference" or not config.judge_preflight:
         return
-    check_judge(judge_args.to_config())
+    check_judge(config)
 
 
 def check_judge(config: JudgeConfig, *, api_key: str | None = None) -> str | None:
     """One tiny request to the judge of ``config``; returns what it found in words (``None`` for ``reference``)."""
-    if config.backend == "reference":
+    if config.judge_backend == "reference":
         return None
     url = config.endpoint.rstrip("/")
     if retired_replacement(config.model) and is_deepseek_host(url):
         raise JudgeFatalError(retired_message(config.model))
     key = resolve_key(config, api_key)
-    memo = (config.backend, url, config.model, hashlib.sha256(key.encode()).hexdigest()[:16])
-    if memo in _READY:
-        return "checked before"
-    wait_s = min(config.deadline_s, MAX_WAIT_S)
+    wait_s = min(config.judge_deadline_s, MAX_WAIT_S)
     start = time.perf_counter()
     message = asyncio.run(_probe(config, url, key, wait_s))
     if message is None:
@@ -77,7 +71,6 @@ def check_judge(config: JudgeConfig, *, api_key: str | None = None) -> str | Non
             config.model,
             url,
         )
-    _READY.add(memo)
     found = f"judge {config.model} at {url} answered in {time.perf_counter() - start:.1f} s"
     logger.info("Judge check: %s.", found)
     return found
@@ -105,7 +98,7 @@ async def _probe(config: JudgeConfig, url: str, key: str, wait_s: float) -> dict
                 served = await _served_models(client)
                 raise JudgeFatalError(redact(_rejected(config, url, status, detail, served), key)) from None
             headers = getattr(getattr(exc, "response", None), "headers", None)
-            error = status_error(status, detail, headers, endpoint=url, api_key_env=config.api_key_env)
+            error = status_error(status, detail, headers, endpoint=url, api_key_env=config.judge_api_key_env)
             if isinstance(error, JudgeFatalError):
                 raise JudgeFatalError(redact(str(error), key)) from None
             logger.warning("Judge check: %s answered HTTP %d; going on (the run retries these).", url, status)
@@ -133,7 +126,7 @@ def _rejected(config: JudgeConfig, url: str, status: int, detail: str, served: l
         )
     if served is None and retired_replacement(config.model):
         return f"{retired_message(config.model)} ({url} answered {said})"
-    return str(status_error(status, detail, None, endpoint=url, api_key_env=config.api_key_env))
+    return str(status_error(status, detail, None, endpoint=url, api_key_env=config.judge_api_key_env))
 
 
 async def _served_models(client: Any) -> list[str] | None:

@@ -30,7 +30,7 @@ from medgspo.judge.sanitize import JUDGE_TAGS, clean, fold, only_special_tokens
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RUBRIC = JudgeConfig.rubric
+DEFAULT_RUBRIC = JudgeConfig.judge_rubric
 _SECTION = re.compile(r"^<<<(system|user|reask)>>>\n", re.MULTILINE)
 _OUR_TAGS = re.compile(rf"<\s*(/?)\s*({JUDGE_TAGS}|think)\b[^<>\n]{{0,40}}>", re.I)
 _VERDICT_WORDS = "评分|得分|分数|打分|等级|评级|判定|标签|结论|score|rating|grade|label|verdict|tier"

@@ -19,7 +19,7 @@ earns a tier here. It decides three tiers and abstains on the rest:
   answer asserts every key term as the reference does and no ruled-out alternative, ``D`` (-0.5) when it asserts
   a ruled-out alternative; records without them are judged by the rules above alone;
 * otherwise ``None`` with ``error="undecided: ..."`` (TRL skips it): a paraphrase (B), a contradiction (D) and a
-  partly right answer look alike to a lexical rule. ``JudgeConfig.reference_undecided_score`` can assign a tier to
+  partly right answer look alike to a lexical rule. ``--judge_undecided_score`` can assign a tier to
   these instead, for smoke runs that need a dense reward.
 
 It never punishes a correct answer: the reference itself (after normalisation) is ``A`` before any other rule, a
@@ -323,7 +323,7 @@ class ReferenceJudge(BaseJudge):
     def _judgment(self, verdict: RefVerdict) -> Judgment:
         if verdict.label is not None:
             return Judgment(TIERS[verdict.label], verdict.label, reason=verdict.reason, source="reference")
-        fallback = self.config.reference_undecided_score
+        fallback = self.config.judge_undecided_score
         if fallback is not None:
             return Judgment(fallback, label_for(fallback), reason=verdict.reason, source="reference")
         return Judgment(None, error=verdict.reason, source="reference")

@@ -1,4 +1,5 @@
-"""The job itself: route the flags, run the stages, evaluate base/SFT/GSPO on held-out and seen questions.
+"""The job itself: parse every stage's flags once, run the stages, evaluate base/SFT/GSPO on held-out and seen
+questions.
 
 Stages: build the tiny model (first use) -> pretrain it on plain text (the embedded tiny model only, see
 :mod:`medgspo.train.pretrain`) -> SFT (LoRA) -> GSPO from the SFT adapter with the judge reward -> evaluate base,
@@ -7,13 +8,14 @@ SFT and GSPO with the same judge on the held-out split *and* on a fixed sample o
 
 Flags: ``--run_dir``, ``--pretrain``, ``--pretrain_config``, ``--sft_config``, ``--gspo_config`` and the evaluation
 flags of :class:`PipelineArguments`; shared fields (``--model_name_or_path``, ``--dataset_name``, ``--eval_size``,
-``--split_seed``, ``--seed``, ``--judge_*``) go to every stage that takes them; ``--pretrain.FIELD VALUE``, ``--sft.FIELD VALUE``
-and ``--gspo.FIELD VALUE`` override one stage's recipe (``--sft.max_steps 5``).
+``--split_seed``, ``--seed``) go to every stage that takes them; ``--pretrain.FIELD VALUE``, ``--sft.FIELD VALUE``
+and ``--gspo.FIELD VALUE`` override one stage's recipe (``--sft.max_steps 5``). The ``--judge_*`` flags, with the GSPO
+recipe's ``judge_*`` keys, make the one :class:`~medgspo.judge.config.JudgeConfig` that GSPO and evaluation share
+(one cache file in the run folder: an answer judged in training is not paid again in evaluation).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,9 +24,9 @@ from typing import Any
 
 from medgspo.data.tiny_model import TINY_MODEL
 from medgspo.errors import ConfigError
-from medgspo.judge.arguments import JudgeArguments
+from medgspo.judge.config import JudgeConfig
 from medgspo.judge.preflight import preflight
-from medgspo.pipeline.report import SPLITS, machine_info, pick_samples, summary_document, write_report
+from medgspo.pipeline.report import SPLITS, ReportInputs, machine_info, pick_samples, summary_document, write_report
 from medgspo.utils.cli import make_parser, parse
 from medgspo.utils.console import announce
 from medgspo.utils.io import write_json
@@ -92,12 +94,12 @@ class PipelineReport:
 # ---- argument routing (pure) ------------------------------------------------------------------------------------
 def route_arguments(argv: list[str], judge_fields: set[str]) -> dict[str, list[str]]:
     """Split pipeline argv into the pipeline's own flags and each stage's (``pipeline``, ``pretrain``, ``sft``,
-    ``gspo``).
+    ``gspo``); the judge's flags go to GSPO's parser, the one that makes the run's judge config.
 
     >>> routed = route_arguments(["--run_dir", "r", "--sft.max_steps", "3", "--eval_size", "0.2", "--judge_model", "m"],
     ...                          {"judge_model"})
     >>> routed["pipeline"], routed["sft"], routed["gspo"]
-    (['--run_dir', 'r', '--judge_model', 'm'], ['--max_steps', '3', '--eval_size', '0.2'], ['--eval_size', '0.2', '--judge_model', 'm'])
+    (['--run_dir', 'r'], ['--max_steps', '3', '--eval_size', '0.2'], ['--eval_size', '0.2', '--judge_model', 'm'])
     >>> route_arguments(["--judge-model", "m", "--no_judge_preflight"], {"judge_model", "judge_preflight"})["gspo"]
     ['--judge-model', 'm', '--no_judge_preflight']
     """
@@ -118,8 +120,7 @@ def route_arguments(argv: list[str], judge_fields: set[str]) -> dict[str, list[s
         elif name in SHARED_FIELDS:
             for stage in STAGE_PREFIXES:
                 routed[stage] += chunk
-        elif name in judge_fields:
-            routed["pipeline"] += chunk
+        elif name in judge_fields:  # parsed once, with the GSPO recipe's judge keys
             routed["gspo"] += chunk
         else:
             routed["pipeline"] += chunk
@@ -149,136 +150,136 @@ def even_sample(items: list, n: int) -> list:
     return [items[(i * len(items)) // n] for i in range(max(n, 0))]
 
 
-def seen_questions(data_args: Any, limit: int | None, n: int) -> list[dict]:
-    """A fixed sample of the records a stage trained on: the same split and prefix the stage used."""
-    from medgspo.data.arguments import load_split
+# ---- the configs ------------------------------------------------------------------------------------------------
+@dataclass
+class PipelineConfigs:
+    """Every stage's parsed flags, built once from the pipeline's argv and recipes."""
 
-    _, train, _ = load_split(data_args)
-    trained = train[:limit] if limit else train
-    return even_sample(trained, n)
+    pipeline: PipelineArguments
+    sft: Any  # SFTConfigs
+    gspo: Any  # GSPOConfigs (its ``judge`` is the run's one judge config)
+    pretrain: Any = None  # PretrainConfigs, when the run pretrains
+
+    @property
+    def judge(self) -> JudgeConfig:
+        return self.gspo.judge
+
+
+def parse_pipeline(argv: list[str]) -> PipelineConfigs:
+    """Parse the pipeline's flags and each stage's recipe + flags, once; the stages' outputs go into the run
+    folder, GSPO continues the SFT adapter, and a pretrained model becomes the base of SFT and GSPO."""
+    from medgspo.train.gspo import GSPO_ARGUMENTS, GSPOConfigs, default_judge_cache
+    from medgspo.train.pretrain import PRETRAIN_ARGUMENTS, PretrainConfigs
+    from medgspo.train.sft import SFT_ARGUMENTS, SFTConfigs
+
+    routed = route_arguments(list(argv), set(JudgeConfig.__dataclass_fields__))
+    (pipe,) = parse(make_parser((PipelineArguments,), "medgspo pipeline"), routed["pipeline"])
+    run_dir = Path(pipe.run_dir)
+
+    def stage(types, configs, name, recipe, *extra):
+        argv = ["--config", recipe, *routed[name], "--output_dir", str(run_dir / name), *extra]
+        return configs(*parse(make_parser(types, f"medgspo pipeline ({name})"), argv))
+
+    sft = stage(SFT_ARGUMENTS, SFTConfigs, "sft", pipe.sft_config)
+    gspo = stage(GSPO_ARGUMENTS, GSPOConfigs, "gspo", pipe.gspo_config, "--sft_adapter", str(run_dir / "sft"))
+    default_judge_cache(gspo.judge, run_dir)  # one cache for GSPO and evaluation
+    pretrain = None
+    if wants_pretraining(pipe.pretrain, sft.model.model_name_or_path):
+        pretrain = stage(PRETRAIN_ARGUMENTS, PretrainConfigs, "pretrain", pipe.pretrain_config)
+        for later in (sft, gspo):  # SFT, GSPO and evaluation start from the pretrained model
+            later.model.model_name_or_path = str(run_dir / "pretrain")
+    return PipelineConfigs(pipe, sft, gspo, pretrain)
 
 
 # ---- the job ----------------------------------------------------------------------------------------------------
 def run_pipeline(argv: list[str] | None = None) -> PipelineReport:
-    """Route the flags, run every stage, evaluate, write ``report.md`` and ``summary.json``."""
-    from medgspo.data.arguments import EVAL_SPLIT_FILE
-    from medgspo.eval.open_ended import run_eval
-    from medgspo.train.gspo import GSPO_ARGUMENTS, run_gspo
-    from medgspo.train.plots import read_metrics
-    from medgspo.train.pretrain import PRETRAIN_ARGUMENTS, run_pretrain
-    from medgspo.train.sft import SFT_ARGUMENTS, run_sft
+    """Parse the flags, run every stage, evaluate, write ``report.md`` and ``summary.json``."""
+    from medgspo.train.gspo import run_gspo
+    from medgspo.train.pretrain import run_pretrain
+    from medgspo.train.sft import run_sft
 
     start = time.perf_counter()
-    judge_fields = set(JudgeArguments.__dataclass_fields__)
-    routed = route_arguments(list(argv or []), judge_fields)
-    pipe_args, judge_args = parse(make_parser(PIPELINE_ARGUMENTS, "medgspo pipeline"), routed["pipeline"])
-    judge_args.check()
-    if not pipe_args.skip_gspo:  # a bad judge key, model name or balance stops here, before SFT
-        preflight(judge_args)
-    run_dir = Path(pipe_args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    sft_argv = ["--config", pipe_args.sft_config, *routed["sft"], "--output_dir", str(run_dir / "sft")]
-    sft_cfg = parse(make_parser(SFT_ARGUMENTS, "medgspo pipeline (SFT)"), sft_argv)
-    gspo_argv = routed["gspo"]
-    seeds = {"split": sft_cfg[0].split_seed}
+    configs = parse_pipeline(list(argv or []))
+    pipe, judge_config = configs.pipeline, configs.judge
+    if not pipe.skip_gspo:  # a bad judge key, model name or balance stops here, before any stage
+        preflight(judge_config)
+    Path(pipe.run_dir).mkdir(parents=True, exist_ok=True)
 
-    # ---- stage 0: pretraining (the embedded tiny model only) --------------------------------------------------
-    pretrained = None
-    if wants_pretraining(pipe_args.pretrain, sft_cfg[3].model_name_or_path):
-        pre_argv = [
-            "--config",
-            pipe_args.pretrain_config,
-            *routed["pretrain"],
-            "--output_dir",
-            str(run_dir / "pretrain"),
-        ]
-        pre_cfg = parse(make_parser(PRETRAIN_ARGUMENTS, "medgspo pipeline (pretraining)"), pre_argv)
-        pretrained = run_pretrain(*pre_cfg)
-        seeds["pretrain"] = pre_cfg[2].seed
-        sft_cfg[3].model_name_or_path = str(pretrained.output_dir)  # SFT, GSPO and evaluation start from it
-        gspo_argv = [*gspo_argv, "--model_name_or_path", str(pretrained.output_dir)]
+    pretrained = run_pretrain(*configs.pretrain) if configs.pretrain else None
+    sft = run_sft(*configs.sft)
+    gspo = run_gspo(*configs.gspo, judge_checked=True) if not pipe.skip_gspo else None
+    evaluation = evaluate_stages(pipe, judge_config, sft, gspo)
 
-    # ---- stage 1: SFT -----------------------------------------------------------------------------------------
-    sft = run_sft(*sft_cfg)
-    seeds["sft"] = sft_cfg[2].seed
-    trained_on = (sft_cfg[0], sft_cfg[0].max_train_samples)
+    return write_outputs(
+        ReportInputs(
+            run_dir=Path(pipe.run_dir),
+            wall_s=time.perf_counter() - start,
+            machine=machine_info(),
+            seeds=stage_seeds(configs),
+            sft=sft.summary,
+            summaries={split: e.summaries for split, e in evaluation.items()},
+            generations={split: e.rows for split, e in evaluation.items()},
+            samples={split: pick_samples(e.rows) for split, e in evaluation.items()},
+            eval_max_new_tokens=pipe.eval_max_new_tokens,
+            eval_sample=pipe.eval_sample,
+            tiny=pretrained is not None or sft.summary["base_model"] in (None, TINY_MODEL),
+            pretrain=pretrained.summary if pretrained else None,
+            gspo=gspo.summary if gspo else None,
+            gspo_rows=gspo.metrics if gspo else [],
+        ),
+        pipe,
+        adapter=gspo.adapter if gspo else sft.adapter,
+    )
 
-    # ---- stage 2: GSPO ----------------------------------------------------------------------------------------
-    gspo = None
-    if not pipe_args.skip_gspo:
-        gspo_argv = [
-            "--config",
-            pipe_args.gspo_config,
-            *gspo_argv,
-            "--output_dir",
-            str(run_dir / "gspo"),
-            "--sft_adapter",
-            str(sft.output_dir),
-        ]
-        gspo_cfg = parse(make_parser(GSPO_ARGUMENTS, "medgspo pipeline (GSPO)"), gspo_argv)
-        gspo = run_gspo(*gspo_cfg)
-        seeds["gspo"] = gspo_cfg[4].seed
-        trained_on = (gspo_cfg[0], gspo_cfg[4].max_prompts)
-    seeds["eval"] = pipe_args.eval_seed
 
-    # ---- evaluation: base, SFT, GSPO on held-out and seen questions, same judge -----------------------------------
-    held = [json.loads(x) for x in (sft.output_dir / EVAL_SPLIT_FILE).read_text(encoding="utf-8").splitlines()]
-    held = held[: pipe_args.eval_limit] if pipe_args.eval_limit else held
-    records = {"heldout": held, "seen": seen_questions(*trained_on, pipe_args.eval_seen)}
+def evaluate_stages(pipe: PipelineArguments, judge_config: JudgeConfig, sft: Any, gspo: Any) -> dict[str, Any]:
+    """Base, SFT and GSPO with the same judge on the held-out split and on a fixed sample of the questions the last
+    stage trained on ("seen"); one :class:`~medgspo.eval.runner.Evaluation` per split that has questions."""
+    from medgspo.eval.open_ended import evaluate_open
+
+    held = sft.held_out[: pipe.eval_limit] if pipe.eval_limit else sft.held_out
+    records = {"heldout": held, "seen": even_sample((gspo or sft).trained, pipe.eval_seen)}
     base = sft.summary["model_path"]
-    models = [("base", base, None), ("sft", base, str(sft.output_dir))]
-    models += [("gspo", base, str(gspo.output_dir))] if gspo else []
-    judge_config = judge_args.to_config(run_dir / "judge_cache.sqlite")
-    summaries, rows = {}, {}
+    models = [("base", base, None), ("sft", base, str(sft.adapter))]
+    models += [("gspo", base, str(gspo.adapter))] if gspo else []
     announce(
         f"Evaluation: {', '.join(m[0] for m in models)} on {len(records['heldout'])} held-out and "
-        f"{len(records['seen'])} seen questions ({'sampled' if pipe_args.eval_sample else 'greedy'}, "
-        f"{pipe_args.eval_max_new_tokens} new tokens, judge {judge_config.backend})"
+        f"{len(records['seen'])} seen questions ({'sampled' if pipe.eval_sample else 'greedy'}, "
+        f"{pipe.eval_max_new_tokens} new tokens, judge {judge_config.judge_backend})"
     )
-    for split in SPLITS:
-        if not records[split]:
-            continue
-        out = run_dir / "eval" / split
-        summaries[split] = run_eval(
-            models,
-            records[split],
-            judge_config,
-            out,
-            batch_size=pipe_args.eval_batch_size,
-            max_new_tokens=pipe_args.eval_max_new_tokens,
-            do_sample=pipe_args.eval_sample,
-            seed=pipe_args.eval_seed,
-            show_progress=False,  # one line per model instead (a bar per model and per split fills the screen)
-        )
-        rows[split] = [
-            json.loads(line) for line in (out / "generations.jsonl").read_text(encoding="utf-8").splitlines()
-        ]
-
-    # ---- report -------------------------------------------------------------------------------------------------
-    samples = {split: pick_samples(split_rows) for split, split_rows in rows.items()}
-    wall_s = time.perf_counter() - start
-    summary = summary_document(wall_s, summaries, rows)
-    ctx = {
-        "run_dir": run_dir,
-        "wall_s": wall_s,
-        "machine": machine_info(),
-        "seeds": seeds,
-        "pretrain": pretrained.summary if pretrained else None,
-        "sft": sft.summary,
-        "gspo": gspo.summary if gspo else None,
-        "gspo_rows": read_metrics(gspo.output_dir / "metrics.jsonl") if gspo else [],
-        "summaries": summaries,
-        "samples": samples,
-        "generations": rows,
-        "tiny": pretrained is not None or sft.summary["base_model"] in (None, TINY_MODEL),
-        "eval": {"max_new_tokens": pipe_args.eval_max_new_tokens, "sample": pipe_args.eval_sample},
+    settings = {
+        "batch_size": pipe.eval_batch_size,
+        "max_new_tokens": pipe.eval_max_new_tokens,
+        "do_sample": pipe.eval_sample,
+        "seed": pipe.eval_seed,
+        "show_progress": False,  # one line per model instead (a bar per model and per split fills the screen)
     }
-    report_path = run_dir / "report.md"
-    write_report(report_path, ctx)
-    summary_path = write_json(run_dir / SUMMARY_FILE, summary)
-    write_json(run_dir / "pipeline_args.json", asdict(pipe_args))
-    adapter = gspo.output_dir if gspo else sft.output_dir
-    return PipelineReport(run_dir, adapter, report_path, summary_path, summary, samples)
+    out = Path(pipe.run_dir) / "eval"
+    return {
+        split: evaluate_open(models, records[split], judge_config, out / split, **settings)
+        for split in SPLITS
+        if records[split]
+    }
 
 
-PIPELINE_ARGUMENTS = (PipelineArguments, JudgeArguments)
+def stage_seeds(configs: PipelineConfigs) -> dict[str, int]:
+    """The seed of every stage (and of the split), for the report."""
+    seeds = {"split": configs.sft.data.split_seed}
+    if configs.pretrain:
+        seeds["pretrain"] = configs.pretrain.training.seed
+    seeds["sft"] = configs.sft.training.seed
+    if not configs.pipeline.skip_gspo:
+        seeds["gspo"] = configs.gspo.training.seed
+    return {**seeds, "eval": configs.pipeline.eval_seed}
+
+
+def write_outputs(inputs: ReportInputs, pipe: PipelineArguments, adapter: Path) -> PipelineReport:
+    """``report.md``, ``summary.json`` and ``pipeline_args.json`` in the run folder."""
+    summary = summary_document(inputs.wall_s, inputs.summaries, inputs.generations)
+    report_path = write_report(inputs.run_dir / "report.md", inputs)
+    summary_path = write_json(inputs.run_dir / SUMMARY_FILE, summary)
+    write_json(inputs.run_dir / "pipeline_args.json", asdict(pipe))
+    return PipelineReport(inputs.run_dir, adapter, report_path, summary_path, summary, inputs.samples)
+
+
+PIPELINE_ARGUMENTS = (PipelineArguments, JudgeConfig)  # what `medgspo pipeline --help` lists

@@ -16,6 +16,7 @@ import datetime
 import os
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,26 @@ SAMPLE_RULE = (
     "in order), so it shows a typical answer of each model, not its best"
 )
 REPLACEMENT = "\ufffd"
+
+
+@dataclass
+class ReportInputs:
+    """Everything ``report.md`` shows, as the pipeline's stages returned it."""
+
+    run_dir: Path
+    wall_s: float
+    machine: dict[str, Any]
+    seeds: dict[str, int]
+    sft: dict[str, Any]  # the stages' summaries (``sft_summary.json`` ...)
+    summaries: dict[str, dict[str, dict[str, Any]]]  # split -> model -> evaluation summary
+    generations: dict[str, list[dict[str, Any]]]  # split -> scored rows
+    samples: dict[str, dict | None]
+    eval_max_new_tokens: int
+    eval_sample: bool
+    tiny: bool = False
+    pretrain: dict[str, Any] | None = None
+    gspo: dict[str, Any] | None = None
+    gspo_rows: list[dict] = field(default_factory=list)  # GSPO's logged metrics
 
 
 # ---- summary.json -----------------------------------------------------------------------------------------------
@@ -160,14 +181,14 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _header(ctx: Mapping[str, Any]) -> list[str]:
-    m, seeds = ctx["machine"], ctx["seeds"]
+def _header(ctx: ReportInputs) -> list[str]:
+    m, seeds = ctx.machine, ctx.seeds
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     seed_text = ", ".join(f"{k} {v}" for k, v in seeds.items())
     return [
         "# medgspo pipeline report",
         "",
-        f"Run folder: `{ctx['run_dir']}`; {today}; wall time {ctx['wall_s']:.0f} s.",
+        f"Run folder: `{ctx.run_dir}`; {today}; wall time {ctx.wall_s:.0f} s.",
         "",
         f"Machine: {m['cpu_count']} CPU cores, torch {m['torch']} with {m['torch_threads']} threads, "
         f"CUDA {'yes' if m['cuda'] else 'no'}, Python {m['python']} ({m['platform']}). Seeds: {seed_text}. "
@@ -194,9 +215,9 @@ def _pretrain_table(pre: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
-def _stage_tables(ctx: Mapping[str, Any]) -> list[str]:
-    sft, gspo = ctx["sft"], ctx.get("gspo")
-    lines = _pretrain_table(ctx.get("pretrain")) + [
+def _stage_tables(ctx: ReportInputs) -> list[str]:
+    sft, gspo = ctx.sft, ctx.gspo
+    lines = _pretrain_table(ctx.pretrain) + [
         "## SFT",
         "",
         "| | value |",
@@ -224,23 +245,21 @@ def _stage_tables(ctx: Mapping[str, Any]) -> list[str]:
         "",
     ]
     lines += [f"> {note}" for note in gspo["clipping_notes"]] + [""]
-    lines += [f"![{Path(p).stem}]({Path(p).relative_to(ctx['run_dir'])})" for p in gspo["plots"]] + [""]
+    lines += [f"![{Path(p).stem}]({Path(p).relative_to(ctx.run_dir)})" for p in gspo["plots"]] + [""]
     return lines
 
 
-def write_report(path: Path, ctx: Mapping[str, Any]) -> Path:
+def write_report(path: Path, ctx: ReportInputs) -> Path:
     """``report.md``: machine and seeds, findings, the evaluation per split, the stages, the samples."""
     lines = _header(ctx)
     lines += (
-        ["## What happened", ""]
-        + [f"- {n}" for n in findings(ctx["summaries"], ctx["gspo_rows"], ctx.get("generations"))]
-        + [""]
+        ["## What happened", ""] + [f"- {n}" for n in findings(ctx.summaries, ctx.gspo_rows, ctx.generations)] + [""]
     )
-    if ctx.get("tiny"):
+    if ctx.tiny:
         pretrained = (
             "first pretrained for seconds on the plain text of the records SFT uses (that is the base row: it "
             "knows the material but not the chat format), then "
-            if ctx.get("pretrain")
+            if ctx.pretrain
             else ""
         )
         lines += [
@@ -250,18 +269,18 @@ def write_report(path: Path, ctx: Mapping[str, Any]) -> Path:
             "whether anything carried over.",
             "",
         ]
-    mode = "sampled with the card's settings" if ctx["eval"]["sample"] else "greedy"
-    for split, by_model in ctx["summaries"].items():
+    mode = "sampled with the card's settings" if ctx.eval_sample else "greedy"
+    for split, by_model in ctx.summaries.items():
         lines += [f"## Evaluation on {SPLIT_TITLES[split]}", "", markdown_table(by_model), ""]
         lines += [f"![eval {split}](eval/{split}/eval.png)", ""]
     lines += [
-        f"Answers {mode}, at most {ctx['eval']['max_new_tokens']} new tokens. Mean judged score with a 95% "
+        f"Answers {mode}, at most {ctx.eval_max_new_tokens} new tokens. Mean judged score with a 95% "
         "percentile-bootstrap interval over judged answers; an abstention of the offline judge is left out of the "
         "mean in evaluation and counted (in GSPO training it scores -1.0, see the recipe).",
         "",
     ]
     lines += _stage_tables(ctx)
-    for split, sample in ctx["samples"].items():
+    for split, sample in ctx.samples.items():
         if sample is None:
             continue
         lines += [f"## A {split} question", "", f"Picked as {SAMPLE_RULE}.", ""]

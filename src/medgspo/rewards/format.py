@@ -10,12 +10,25 @@ thinking and answer lengths in characters (``think_chars_mean``, ``answer_chars_
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from medgspo.data.chat_format import completion_text, split_completion
 
 FORMAT_WELL_FORMED = 1.0
 FORMAT_MALFORMED = 0.0
+
+
+@dataclass
+class FormatRewardArguments:
+    """The flag of the ``format`` reward."""
+
+    min_think_chars: int = field(
+        default=0,
+        metadata={
+            "help": "The format reward also asks for at least this many characters of thinking (0: any, even none)."
+        },
+    )
 
 
 def format_reward(

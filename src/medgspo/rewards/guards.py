@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from medgspo.data.chat_format import completion_text, split_completion
@@ -24,6 +25,13 @@ from medgspo.data.chat_format import completion_text, split_completion
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]+")
 _PUNCT_SPACE = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+@dataclass
+class LengthGuardArguments:
+    """The flag of the ``length`` guard."""
+
+    max_answer_chars: int = field(default=300, metadata={"help": "Answer length where the length guard starts."})
 
 
 def repetition_penalty(text: str, n: int = 4) -> float:

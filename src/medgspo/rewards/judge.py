@@ -5,7 +5,7 @@ the RL dataset's ``question`` and ``reference`` columns arrive as keyword lists,
 do the optional ``key_terms`` and ``ruled_out`` columns (lists of strings; empty for records without them), which
 the offline reference judge scores against (:mod:`medgspo.judge.key_terms`).
 
-    judge = judge_reward(JudgeConfig(cache_path="runs/judge_cache.sqlite"))
+    judge = judge_reward(JudgeConfig(judge_backend="openai", judge_cache="runs/judge_cache.sqlite"))
     trainer = GRPOTrainer(..., reward_funcs=[judge, format_reward], args=GRPOConfig(reward_weights=[1.0, 0.2]))
 
 :func:`judge_reward` returns an ``async`` callable: TRL awaits it on its own event loop, and the whole batch is
@@ -15,7 +15,7 @@ of this reward), never 0.0.
 Abstentions are not a hiding place. With ``multi_objective_aggregation="normalize_then_sum"`` a ``None`` sits at its
 group's mean, so a policy that cannot earn a good verdict learns to write answers the reference judge abstains on
 (an earlier tiny run collapsed onto one such answer). ``abstain_score`` (training default
-:data:`ABSTAIN_SCORE` = -1.0, the judge's floor, via :class:`~medgspo.rewards.RewardArguments`) replaces the
+:data:`ABSTAIN_SCORE` = -1.0, the judge's floor, ``--abstain_score``) replaces the
 ``None`` of an abstention: it then earns nothing from the judge, only what the format and guard rewards give.
 A failed judgment (network, unparseable reply) stays ``None``. Per batch it logs, through TRL's ``log_metric``, the per-tier counts
 (``judge/tier_A`` ... ``judge/tier_E``), ``judge/failure_rate``, cache-hit rate, calls, retries, tokens, latency
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from medgspo.data.chat_format import completion_text
@@ -35,7 +36,21 @@ from medgspo.judge import Judge, JudgeConfig, JudgeItem, JudgeStats, make_judge
 logger = logging.getLogger(__name__)
 
 
-ABSTAIN_SCORE = -1.0  # what an abstention of the judge scores in training (RewardArguments.abstain_score)
+ABSTAIN_SCORE = -1.0  # what an abstention of the judge scores in training (``--abstain_score``)
+
+
+@dataclass
+class JudgeRewardArguments:
+    """The flag of the ``judge`` reward (the judge itself is :class:`~medgspo.judge.config.JudgeConfig`)."""
+
+    abstain_score: float | None = field(
+        default=ABSTAIN_SCORE,
+        metadata={
+            "help": "Judge reward of an answer the offline reference judge abstains on (default -1.0, its floor: "
+            "only the format and guard rewards can lift it). null keeps None, which sits at its group's mean: a "
+            "hiding place a weak policy learns to aim for. Evaluation never uses it."
+        },
+    )
 
 
 def is_abstention(judgment: Any) -> bool:
@@ -115,6 +130,6 @@ def judge_reward(
     name: str = "judge_reward",
     abstain_score: float | None = None,
 ) -> JudgeReward:
-    """The judge reward for ``GRPOTrainer``: built from ``config`` (default: DeepSeek, key from
-    ``DEEPSEEK_API_KEY``), or wrapping an existing ``judge``; ``abstain_score`` as in :class:`JudgeReward`."""
+    """The judge reward for ``GRPOTrainer``: built from ``config`` (default: the flags' defaults, the offline
+    reference judge), or wrapping an existing ``judge``; ``abstain_score`` as in :class:`JudgeReward`."""
     return JudgeReward(judge if judge is not None else make_judge(config), name=name, abstain_score=abstain_score)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from medgspo.train.gspo import GSPO_ARGUMENTS
+from medgspo.train.gspo import GSPO_ARGUMENTS, default_judge_cache
 from medgspo.train.gspo import run_gspo as gspo_stage
 from medgspo.train.plan_report import PlanArguments
 from medgspo.train.plan_report import run_plan as plan_lines
@@ -68,6 +68,8 @@ def run_sft(*args) -> int:
 
 
 def run_gspo(*args) -> int:
+    _, _, judge_config, _, training_args, _ = args
+    default_judge_cache(judge_config, training_args.output_dir)
     result = run_stage(gspo_stage, *args)
     if _main_process():
         print(f"\nGSPO adapter: {result.output_dir}")

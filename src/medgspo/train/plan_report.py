@@ -45,26 +45,25 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def deepseek_cost_lines(judge_args: Any, cost: JudgeCostPlan) -> list[str]:
+def deepseek_cost_lines(config: Any, cost: JudgeCostPlan) -> list[str]:
     """For a DeepSeek judge, the same judge calls priced at each model DeepSeek lists (Flash and V4-Pro, the
     card's reward model), so the choice of judge is a visible cost."""
-    config = judge_args.to_config()
     if not (is_deepseek_model(config.model) or is_deepseek_host(config.endpoint)):
         return []
     per_model = []
     for name in LIST_PRICES:
-        prices = list_prices(name, config.price_period)
+        prices = list_prices(name, config.judge_price_period)
         per_step = prices.cost(cost.prompt_tokens, cost.cached_tokens, cost.output_tokens) * cost.calls_per_step
         per_model.append(f"{name} ${1000 * per_step:,.2f}")
     return [
         f"judge cost by DeepSeek model   {'; '.join(per_model)} per 1,000 optimizer steps "
-        f"({config.price_period} list prices, read {PRICES_READ_ON})"
+        f"({config.judge_price_period} list prices, read {PRICES_READ_ON})"
     ]
 
 
 def gspo_lines(
     training_args: Any,
-    judge_args: Any,
+    judge_config: Any,
     reward_args: Any,
     plan: BatchPlan,
     cost: JudgeCostPlan | None,
@@ -89,21 +88,21 @@ def gspo_lines(
         f"optimizer steps per rollout    {plan.optimizer_steps_per_generation:g}",
         f"rollouts per optimizer step    {plan.judge_calls_per_step:g} (at most "
         f"{plan.rollout_tokens_per_step:,.0f} generated tokens)",
-        f"judge calls per optimizer step {plan.judge_calls_per_step:g} (backend {judge_args.judge_backend}, "
+        f"judge calls per optimizer step {plan.judge_calls_per_step:g} (backend {judge_config.judge_backend}, "
         f"weight {weights['judge']:g})"
         if "judge" in weights
         else "judge calls per optimizer step 0 (no `judge` in --reward_funcs)",
         f"rewards                        {', '.join(f'{n} x {w:g}' for n, w in weights.items())}",
     ]
-    per_process = judge_concurrency_per_process(judge_args.judge_concurrency, plan.num_processes, plan.local_rollouts)
+    per_process = judge_concurrency_per_process(judge_config.judge_concurrency, plan.num_processes, plan.local_rollouts)
     lines.append(
         f"judge concurrency              {per_process} per process x {plan.num_processes} = "
-        f"{per_process * plan.num_processes} in flight (provider cap --judge_concurrency {judge_args.judge_concurrency})"
+        f"{per_process * plan.num_processes} in flight (provider cap --judge_concurrency {judge_config.judge_concurrency})"
     )
-    if judge_args.judge_backend == "reference":
+    if judge_config.judge_backend == "reference":
         lines.append("judge cost                     $0 (the offline reference judge makes no API calls)")
     elif cost is not None:
-        prices = judge_args.to_config().prices
+        prices = judge_config.prices
         lines += [
             f"judge tokens per call          ~{cost.prompt_tokens:,.0f} prompt (~{cost.cached_tokens:,.0f} of them "
             f"prefix-cache hits) + ~{cost.output_tokens:g} output",
@@ -111,7 +110,7 @@ def gspo_lines(
             f"1,000 optimizer steps (USD per M tokens: in {prices.input_per_mtok:g}, cached "
             f"{prices.cached_input_per_mtok:g}, out {prices.output_per_mtok:g})",
         ]
-        lines += deepseek_cost_lines(judge_args, cost)
+        lines += deepseek_cost_lines(judge_config, cost)
         if training_args.max_steps and training_args.max_steps > 0:
             lines.append(
                 f"judge cost of this run         ${cost.cost_per_call * cost.calls_per_step * training_args.max_steps:,.2f}"
@@ -137,7 +136,7 @@ def gspo_lines(
     return lines + vllm_note + [f"note: {n}" for n in notes] + [f"problem: {p}" for p in plan.problems()]
 
 
-def vllm_lines(training_args: Any, judge_args: Any, num_processes: int) -> list[str]:
+def vllm_lines(training_args: Any, judge_config: Any, num_processes: int) -> list[str]:
     """Where rollouts are generated, and a port clash between a vLLM server and a local judge."""
     if not training_args.use_vllm:
         return ["rollouts                       transformers generate inside each training process"]
@@ -152,10 +151,10 @@ def vllm_lines(training_args: Any, judge_args: Any, num_processes: int) -> list[
         f"rollouts                       vLLM server at {host}: {num_processes} training GPUs + "
         f"{training_args.vllm_tensor_parallel_size} for `trl vllm-serve`"
     ]
-    if judge_args.judge_backend == "local":
+    if judge_config.judge_backend == "local":
         from urllib.parse import urlparse
 
-        judge = urlparse(judge_args.to_config().endpoint)  # the judge's own default URL when none is given
+        judge = urlparse(judge_config.endpoint)  # the judge's own default URL when none is given
         same_host = judge.hostname in (training_args.vllm_server_host, "127.0.0.1", "localhost")
         if (
             same_host
@@ -255,24 +254,24 @@ def run_plan(argv: list[str]) -> list[str]:
     from medgspo.train.gspo import GSPO_ARGUMENTS
 
     parser = make_parser((*GSPO_ARGUMENTS, PlanArguments), "medgspo plan")
-    data_args, _, judge_args, reward_args, training_args, model_args, opts = parse(parser, argv)
+    data_args, _, judge_config, reward_args, training_args, model_args, opts = parse(parser, argv)
     _check(opts)
     plan = batch_plan(training_args, opts.num_processes)
     records, source = _records_for_estimate(data_args, load_records)
     answer_chars = opts.answer_chars or round(sum(len(r["Response"]) for r in records) / len(records))
     cost = None
-    if judge_args.judge_backend != "reference":
+    if judge_config.judge_backend != "reference":
         cost = judge_cost_plan(
             records,
-            judge_args.to_config().prices,
+            judge_config.prices,
             plan.num_generations,
             plan.judge_calls_per_step,
             answer_chars,
             opts.judge_output_tokens,
         )
     lines = [f"GSPO plan for {training_args.output_dir} ({model_args.model_name_or_path})", ""]
-    vllm = vllm_lines(training_args, judge_args, opts.num_processes)
-    lines += gspo_lines(training_args, judge_args, reward_args, plan, cost, vllm)
+    vllm = vllm_lines(training_args, judge_config, opts.num_processes)
+    lines += gspo_lines(training_args, judge_config, reward_args, plan, cost, vllm)
     more, model = model_lines(model_args, training_args.sft_adapter)
     tokens, label = budget(model_args, model, records, training_args, None)
     seq_len, seq_note = model_args.max_seq_length, "max_seq_length"

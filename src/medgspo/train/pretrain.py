@@ -18,14 +18,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from medgspo.data.arguments import DataArguments, load_split
 from medgspo.data.chat_format import shorten
 from medgspo.errors import ConfigError
 from medgspo.train.configs import MedModelConfig, MedSFTConfig
+from medgspo.train.stage import finish_stage
 from medgspo.utils.console import announce, use_stage_console
-from medgspo.utils.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,6 @@ def run_pretrain(
     )
     result = trainer.train()
 
-    trainer.save_model(str(output_dir))
     summary = {
         "base_model": model_args.model_name_or_path,
         "model_path": model_path,
@@ -114,11 +113,19 @@ def run_pretrain(
             None,
         ),
     }
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(output_dir)  # with the chat template: SFT and evaluation read it from here
-        write_json(output_dir / SUMMARY_FILE, summary)
+    # the tokenizer with the chat template: SFT and evaluation read it from here
+    if finish_stage(trainer, output_dir, SUMMARY_FILE, summary, tokenizer=tokenizer):
         announce(f"Pretraining done: loss {result.training_loss:.3f}, model saved to {output_dir}")
     return PretrainResult(output_dir, summary)
+
+
+class PretrainConfigs(NamedTuple):
+    """The pretraining stage's parsed flags, by name (``run_pretrain(*configs)``)."""
+
+    data: DataArguments
+    text: PretrainTextArguments
+    training: MedSFTConfig
+    model: MedModelConfig
 
 
 PRETRAIN_ARGUMENTS = (DataArguments, PretrainTextArguments, MedSFTConfig, MedModelConfig)

@@ -12,20 +12,20 @@ the held-out split ``eval_split.jsonl`` and ``sft_summary.json`` beside it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from medgspo.data.arguments import EVAL_SPLIT_FILE, DataArguments, FormatArguments, load_split
 from medgspo.data.chat_format import ChatFormat
 from medgspo.data.lengths import cot_truncator, token_counter
 from medgspo.data.records import describe, fit_length
 from medgspo.errors import ConfigError
-from medgspo.train.callbacks import make_format_callback, save_chat_files
-from medgspo.train.checkpoints import last_checkpoint
+from medgspo.train.callbacks import make_format_callback
 from medgspo.train.configs import MedModelConfig, MedSFTConfig, validate_common
+from medgspo.train.stage import finish_stage, resume_point
 from medgspo.utils.console import announce, use_stage_console
-from medgspo.utils.io import write_json, write_jsonl
+from medgspo.utils.io import write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +34,16 @@ SUMMARY_FILE = "sft_summary.json"
 
 @dataclass
 class SFTResult:
-    """Where the adapter is and what training did."""
+    """What the SFT stage hands on: the adapter folder, what training did, and the records it split."""
 
     output_dir: Path
     summary: dict[str, Any]
+    held_out: list[dict] = field(default_factory=list)  # never trained on (also ``eval_split.jsonl``)
+    trained: list[dict] = field(default_factory=list)  # the training records after the length filter
+
+    @property
+    def adapter(self) -> Path:
+        return self.output_dir
 
 
 def prepare_data(
@@ -140,15 +146,12 @@ def run_sft(
     log_model_notes(trainer.model)  # what the LoRA adapts per layer kind; GPU kernels to install
     check_training_kernels(trainer.model)  # kernels that would refuse the backward pass: stop now, say why
     announce(f"SFT: {len(train)} records, {training_args.num_train_epochs:g} epochs -> {output_dir}")
-    resume = last_checkpoint(output_dir) if training_args.resume else None
-    if training_args.resume and resume is None:
-        logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
+    resume = resume_point(training_args, output_dir)
     before = trainer.evaluate() if eval_ds is not None and resume is None else {}
     result = trainer.train(resume_from_checkpoint=resume)
     after = trainer.evaluate() if eval_ds is not None else {}
 
     # ---- save ---------------------------------------------------------------------------------------------------
-    trainer.save_model(str(output_dir))  # every process takes part (ZeRO-3 gathers the weights), one writes
     summary.update(
         base_model=model_args.model_name_or_path,
         model_path=model_path,
@@ -159,11 +162,18 @@ def run_sft(
         eval_loss_after=after.get("eval_loss"),
         resumed_from=resume,
     )
-    if trainer.is_world_process_zero():
-        save_chat_files(output_dir, chat_format, tokenizer)
-        write_json(output_dir / SUMMARY_FILE, summary)
+    if finish_stage(trainer, output_dir, SUMMARY_FILE, summary, chat_format=chat_format, tokenizer=tokenizer):
         announce(f"SFT done: loss {result.training_loss:.3f}, adapter saved to {output_dir}")
-    return SFTResult(output_dir, summary)
+    return SFTResult(output_dir, summary, held, train)
+
+
+class SFTConfigs(NamedTuple):
+    """The SFT stage's parsed flags, by name (``run_sft(*configs)``)."""
+
+    data: DataArguments
+    format: FormatArguments
+    training: MedSFTConfig
+    model: MedModelConfig
 
 
 SFT_ARGUMENTS = (DataArguments, FormatArguments, MedSFTConfig, MedModelConfig)
