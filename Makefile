@@ -9,6 +9,9 @@ TORCH_SPEC ?= torch==2.13.0
 # Every install goes through the pins the suite passed with (build environments included); `make pins` refreshes them.
 PINS := $(CURDIR)/constraints-cpu.txt
 PIP := PIP_CONSTRAINT=$(PINS) $(BIN)/pip
+# llama.cpp's bindings and converter, for the GGUF tests (`medgspo export --gguf`); compiled once (~4 min on 2 cores).
+LLAMA_CPP_DIR ?= .cache/llama.cpp
+LLAMA_CPP := $(LLAMA_CPP_DIR)/convert_hf_to_gguf.py
 
 .PHONY: install run test lint clean pins
 
@@ -24,8 +27,11 @@ install: $(BIN)/medgspo
 run: install
 	$(BIN)/medgspo pipeline
 
-test: install
-	$(BIN)/python -m pytest -q
+$(LLAMA_CPP): $(BIN)/medgspo scripts/get_llama_cpp.sh
+	PIP_CONSTRAINT=$(PINS) PYTHON=$(BIN)/python bash scripts/get_llama_cpp.sh $(LLAMA_CPP_DIR)
+
+test: install $(LLAMA_CPP)
+	LLAMA_CPP_DIR=$(LLAMA_CPP_DIR) $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -36,4 +42,4 @@ pins:
 	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" bash scripts/refresh-pins.sh
 
 clean:
-	rm -rf $(VENV) .venv-pins runs .pytest_cache
+	rm -rf $(VENV) .venv-pins runs .pytest_cache .cache

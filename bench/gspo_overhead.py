@@ -50,7 +50,7 @@ def bare_trl(steps: int) -> float:
 
     from medgspo.data.chat_format import ChatFormat
     from medgspo.data.records import load_records, train_eval_split
-    from medgspo.data.tiny_model import resolve_model_path
+    from medgspo.modeling.tiny_model import resolve_model_path
 
     with tempfile.TemporaryDirectory() as out:
         data, fmt_args, judge, rewards, train_args, model_args = parse_args(GSPO_ARGUMENTS, args_for(out, steps))

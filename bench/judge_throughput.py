@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_openai_server import serve_in_process  # noqa: E402
 
 from medgspo.judge import JudgeConfig  # noqa: E402
-from medgspo.judge.client import OpenAIJudge  # noqa: E402
+from medgspo.judge.api.client import OpenAIJudge  # noqa: E402
 
 _BATCHES = 9  # concurrent batches timed
 QUESTION = "患者男，25岁，转移性右下腹痛12小时，麦氏点压痛、反跳痛，白细胞升高。最可能的诊断是什么？"

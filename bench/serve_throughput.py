@@ -30,8 +30,8 @@ import time
 import torch
 
 from medgspo.serve.app import BackgroundServer, create_app
+from medgspo.serve.config import ServerConfig
 from medgspo.serve.engine import ChatEngine
-from medgspo.serve.protocol import ServerConfig
 from medgspo.utils.stats import quantile
 
 QUESTION = "第{i}位患者：发热咳嗽三天，最可能的诊断是什么？"

@@ -18,7 +18,7 @@ def bundled_records() -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, bundled_records) -> Path:
     """The embedded tiny model, built into a temporary folder once per session."""
-    from medgspo.data.tiny_model import create_tiny_model
+    from medgspo.modeling.tiny_model import create_tiny_model
 
     return create_tiny_model(tmp_path_factory.mktemp("tiny") / "model", bundled_records)
 

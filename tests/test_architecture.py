@@ -24,10 +24,29 @@ LAYERS = {
     "eval": 5,
     "serve": 5,
     "pipeline": 6,
+    "publish": 6,
+    "plan": 6,
     "cli": 7,
     "__init__": 0,
 }
-STAGES = ("data", "train", "rewards", "judge", "eval", "serve")
+STAGES = ("data", "train", "rewards", "judge", "eval", "serve", "publish", "plan")
+
+# Inside a stage the same rule, one level down. The judge: its rubric and the provider facts (names, prices) at the
+# bottom, the flags above them, the API client, then the offline judge, the backend choice, calibration and the CLI.
+SUBLAYERS = {
+    "judge": {
+        "rubric": 0,
+        "pricing": 0,
+        "deepseek": 1,
+        "config": 2,
+        "api": 3,
+        "reference": 4,
+        "backends": 5,
+        "calibration": 6,
+        "cli": 7,
+        "__init__": 8,
+    },
+}
 
 
 def module_name(path: Path) -> str:
@@ -69,6 +88,30 @@ def test_dependencies_run_one_way(module):
         if theirs == mine:
             continue
         assert LAYERS[theirs] < LAYERS[mine], f"{module} imports {target}: {mine} may not depend on {theirs}"
+
+
+def subgroup(module: str) -> str:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 else "__init__"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if group(m) in SUBLAYERS))
+def test_dependencies_run_one_way_inside_a_stage(module):
+    layers, mine = SUBLAYERS[group(module)], subgroup(module)
+    for target in GRAPH[module]:
+        theirs = subgroup(target)
+        if group(target) != group(module) or theirs == mine:
+            continue
+        assert layers[theirs] < layers[mine], f"{module} imports {target}: {mine} may not depend on {theirs}"
+
+
+def test_every_sub_package_has_a_layer():
+    for stage, layers in SUBLAYERS.items():
+        present = {
+            p.stem if p.is_file() else p.name for p in (PACKAGE / stage).iterdir() if p.suffix == ".py" or p.is_dir()
+        }
+        present.discard("__pycache__")
+        assert present <= set(layers), f"{stage}: no layer for {sorted(present - set(layers))}"
 
 
 def test_no_import_circles():

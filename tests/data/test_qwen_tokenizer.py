@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from medgspo.cli import main
-from medgspo.data.tiny_model import CHAT_TEMPLATE_FILE
+from medgspo.modeling.tiny_model import CHAT_TEMPLATE_FILE
 
 QWEN_IDS = {
     "<|endoftext|>": 248044,
@@ -52,8 +52,8 @@ def qwen(qwen_dir):
 
 
 def test_ids_equal_the_package_encoder(qwen, bundled_records):
-    from medgspo.data.qwen_tokenizer import compare_with_package
-    from medgspo.data.tiny_model import corpus_texts
+    from medgspo.modeling.qwen_tokenizer import compare_with_package
+    from medgspo.modeling.tiny_model import corpus_texts
 
     result = compare_with_package(qwen, [*corpus_texts(bundled_records), *EDGE_TEXTS])
     assert result.n_mismatched == 0, result.mismatches
@@ -82,7 +82,7 @@ def test_our_qwen3_5_chat_template(qwen):
 
 
 def test_merges_recovered_from_ranks_by_hand():
-    from medgspo.data.qwen_tokenizer import vocab_and_merges
+    from medgspo.modeling.qwen_tokenizer import vocab_and_merges
 
     # "abc" can be made as a+bc or ab+c: both are merges, ordered by the merged token's rank, then by the parts'
     ranks = {b"a": 0, b"b": 1, b"c": 2, b"ab": 3, b"bc": 4, b"abc": 5}
@@ -105,7 +105,7 @@ def test_data_check_counts_tokens_with_it(qwen_dir, write_jsonl, capsys):
 
 
 def test_the_named_tokenizer_is_built_once(tmp_path, monkeypatch, qwen_dir):
-    from medgspo.data import qwen_tokenizer
+    from medgspo.modeling import qwen_tokenizer
 
     built = []
     monkeypatch.setattr(qwen_tokenizer, "build_qwen_tokenizer", lambda path: built.append(path))

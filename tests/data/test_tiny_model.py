@@ -4,7 +4,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3_5ForCausalLM
 
 from medgspo.cli import main
-from medgspo.data.tiny_model import CHAT_TEMPLATE_FILE
+from medgspo.modeling.tiny_model import CHAT_TEMPLATE_FILE
 
 
 def test_round_trip_loads_like_a_hub_model(tiny_model_dir):

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from medgspo.eval.metrics import bootstrap_ci, markdown_table, summarize_open, wilson_interval
-from medgspo.judge.tiers import TIER_KEYS, tier_key
+from medgspo.judge.rubric.tiers import TIER_KEYS, tier_key
 
 
 # ---- bootstrap ----------------------------------------------------------------------------------------------------

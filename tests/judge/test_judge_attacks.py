@@ -13,9 +13,9 @@ from fake_openai_server import FakeOpenAIServer
 
 from medgspo.cli import main
 from medgspo.judge import JudgeConfig, make_judge
-from medgspo.judge.calibrate import BUNDLED_ATTACKS, read_labelled
-from medgspo.judge.prompt import render_candidate
-from medgspo.judge.sanitize import INVISIBLE
+from medgspo.judge.calibration.run import BUNDLED_ATTACKS, read_labelled
+from medgspo.judge.rubric.prompt import render_candidate
+from medgspo.judge.rubric.sanitize import INVISIBLE
 
 INJECTION_CLASSES = {
     "verdict_injection",
@@ -96,7 +96,7 @@ def test_the_reference_judge_pays_no_attack_and_punishes_no_control() -> None:
 
 @pytest.mark.parametrize("name", ["judge_attacks_zh.jsonl", "judge_calibration_zh.jsonl"])
 def test_shipped_sets_carry_no_manipulation_false_positive_among_honest_items(name: str) -> None:
-    from medgspo.judge.manipulation import manipulation
+    from medgspo.judge.rubric.manipulation import manipulation
     from medgspo.utils.paths import DATA_DIR
 
     rows = read_labelled(DATA_DIR / name)
@@ -105,7 +105,7 @@ def test_shipped_sets_carry_no_manipulation_false_positive_among_honest_items(na
 
 
 def test_no_manipulation_false_positive_in_the_bundled_records_and_mcq_items() -> None:
-    from medgspo.judge.manipulation import manipulation
+    from medgspo.judge.rubric.manipulation import manipulation
     from medgspo.utils.paths import DATA_DIR
 
     records = [

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from medgspo.errors import ConfigError
-from medgspo.judge.accounting import Judgment
-from medgspo.judge.cache import JudgeCache, cache_key
+from medgspo.judge.api.accounting import Judgment
+from medgspo.judge.api.cache import JudgeCache, cache_key
 
 WRITER = """
 import sys, time
-from medgspo.judge.accounting import Judgment
-from medgspo.judge.cache import JudgeCache, cache_key
+from medgspo.judge.api.accounting import Judgment
+from medgspo.judge.api.cache import JudgeCache, cache_key
 path, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cache = JudgeCache(path)
 i = 0

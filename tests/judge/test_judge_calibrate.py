@@ -12,8 +12,7 @@ import pytest
 from fake_openai_server import FakeOpenAIServer
 
 from medgspo.cli import main
-from medgspo.judge.calibrate import BUNDLED_CALIBRATION, read_labelled
-from medgspo.judge.calibration import (
+from medgspo.judge.calibration.metrics import (
     accuracy,
     cohen_kappa,
     confusion_matrix,
@@ -24,7 +23,8 @@ from medgspo.judge.calibration import (
     tier_value,
     verdict_change_rate,
 )
-from medgspo.judge.sanitize import clean
+from medgspo.judge.calibration.run import BUNDLED_CALIBRATION, read_labelled
+from medgspo.judge.rubric.sanitize import clean
 
 ORDER = [2.0, 0.5, 0.0, -0.5, -1.0]
 KEYS = ["+2.0", "+0.5", "0.0", "-0.5", "-1.0"]

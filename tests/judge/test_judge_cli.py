@@ -47,7 +47,7 @@ def inputs(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch) -> None:
-    monkeypatch.setattr("medgspo.judge.client.OpenAIJudge._backoff", lambda self, attempt, retry_after: 0.0)
+    monkeypatch.setattr("medgspo.judge.api.client.OpenAIJudge._backoff", lambda self, attempt, retry_after: 0.0)
 
 
 def test_reference_backend_end_to_end(inputs: Path, tmp_path: Path, capsys) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from medgspo.judge import TIERS, label_for, parse_score, parse_verdict
-from medgspo.judge.parse import strip_thinking, value_of
+from medgspo.judge.rubric.parse import strip_thinking, value_of
 
 ACCEPTED = [
     # The format the rubric asks for, and JSON variants.

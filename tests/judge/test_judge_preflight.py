@@ -13,8 +13,8 @@ from fake_openai_server import DeepSeekLikeServer, FakeOpenAIServer, Fault, verd
 
 from medgspo.cli import main
 from medgspo.judge import JudgeConfig, JudgeFatalError
-from medgspo.judge.deepseek import LIST_PRICES, list_prices
-from medgspo.judge.preflight import check_judge
+from medgspo.judge.api.preflight import check_judge
+from medgspo.judge.pricing import LIST_PRICES, list_prices
 
 KEY = "sk-preflight-test-0123456789"
 QUESTION = "患者男，25岁，转移性右下腹痛。最可能的诊断？"
@@ -30,7 +30,7 @@ ROWS = [
 def fresh_checks(monkeypatch) -> None:
     """Every test starts with a key in the environment and no backoff."""
     monkeypatch.setenv("DEEPSEEK_API_KEY", KEY)
-    monkeypatch.setattr("medgspo.judge.client.OpenAIJudge._backoff", lambda self, attempt, retry_after: 0.0)
+    monkeypatch.setattr("medgspo.judge.api.client.OpenAIJudge._backoff", lambda self, attempt, retry_after: 0.0)
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 
 from medgspo.judge import TIERS, JudgeConfig, make_judge
-from medgspo.judge.prompt import render_candidate
-from medgspo.judge.reference import bigram_f1, clear_match, incoherence, non_medical, reference_verdict
+from medgspo.judge.reference.heuristic import bigram_f1, clear_match, incoherence, non_medical, reference_verdict
+from medgspo.judge.rubric.prompt import render_candidate
 
 Q1 = "患者男，25岁，转移性右下腹痛12小时，麦氏点压痛、反跳痛，白细胞升高。最可能的诊断是什么？"
 R1 = "最可能的诊断是急性阑尾炎。"
@@ -252,7 +252,7 @@ def test_a_one_character_answer_found_in_the_reference_is_not_punished() -> None
 
 
 def test_never_punishes_a_correct_answer_on_the_shipped_set() -> None:
-    from medgspo.judge.calibrate import BUNDLED_CALIBRATION, read_labelled
+    from medgspo.judge.calibration.run import BUNDLED_CALIBRATION, read_labelled
 
     rows = read_labelled(BUNDLED_CALIBRATION)
     verdicts = [(r["label"], reference_verdict(r["question"], r["reference"], r["answer"]).label) for r in rows]

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from medgspo.judge import JudgeFatalError
-from medgspo.judge.retry import (
+from medgspo.judge.api.retry import (
     TransientError,
     backoff_delay,
     is_retryable,

@@ -4,8 +4,8 @@ ruled-out alternatives, polarity included; records without them are judged as be
 import pytest
 
 from medgspo.judge import JudgeConfig, make_judge
-from medgspo.judge.key_terms import key_term_verdict, polarities
-from medgspo.judge.reference import reference_verdict
+from medgspo.judge.reference.heuristic import reference_verdict
+from medgspo.judge.reference.key_terms import key_term_verdict, polarities
 
 QUESTION = "患者女，42岁，心尖区舒张期隆隆样杂音，房颤。最可能的诊断是什么？"
 REFERENCE = "最可能的诊断是风湿性心脏病二尖瓣狭窄合并心房颤动。应行超声心动图评估。"

@@ -9,7 +9,7 @@ from fake_openai_server import FakeOpenAIServer, Fault
 from trl.trainer.utils import get_callable_name, is_async_callable
 
 from medgspo.judge import JudgeConfig
-from medgspo.judge.client import OpenAIJudge
+from medgspo.judge.api.client import OpenAIJudge
 from medgspo.rewards.format import format_reward
 from medgspo.rewards.judge import JudgeReward, judge_reward
 

@@ -85,7 +85,13 @@ def test_output_folder_is_standalone(tiny_model_dir, random_adapter, tmp_path):
     assert "adapter_config.json" not in names
     assert ChatFormat.load(out).system_prompt == SYSTEM_PROMPT
     info = json.loads((out / "medgspo_export.json").read_text(encoding="utf-8"))
-    assert info == {"base_model": str(tiny_model_dir), "adapter": str(random_adapter), "dtype": "float32"}
+    assert info == {
+        "base_model": str(tiny_model_dir),
+        "adapter": str(random_adapter),
+        "dtype": "float32",
+        "merged": {"into": ["model.", "lm_head."], "adapted_modules": ["down_proj", "q_proj", "v_proj"]},
+        "copied": {"tensors": {}, "files": ["generation_config.json"]},  # the text model: nothing outside it
+    }
     engine = ChatEngine.load(str(out))
     assert engine.chat_format.system_prompt == SYSTEM_PROMPT
     assert SYSTEM_PROMPT in engine.render(engine.question_messages(QUESTION))
@@ -139,3 +145,104 @@ def test_adapter_whose_recorded_base_is_gone(random_adapter, tmp_path, capsys):
     (moved / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "/gone/model"}))
     assert run_export(["--adapter", str(moved), "--output", str(tmp_path / "o")]) == 2
     assert "model folder not found: /gone/model (recorded in the adapter); pass --model" in capsys.readouterr().err
+
+
+# ---- the whole base: weights outside the language model, generation and processor files --------------------------
+def tensor_bytes(folder: Path) -> dict:
+    """Every tensor of the folder's safetensors as (dtype, shape, raw bytes)."""
+    from safetensors import safe_open
+
+    from medgspo.publish.base_weights import safetensors_files
+
+    out = {}
+    for path in safetensors_files(folder):
+        with safe_open(path, framework="pt") as f:
+            for name in f.keys():
+                t = f.get_tensor(name)
+                out[name] = (
+                    t.dtype,
+                    tuple(t.shape),
+                    t.contiguous().view(-1).view(__import__("torch").uint8).numpy().tobytes(),
+                )
+    return out
+
+
+@pytest.fixture(scope="module")
+def hub_adapter(hub_model_dir, tmp_path_factory) -> Path:
+    from hub_miniature import make_adapter
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("hub-adapter")
+    make_adapter(AutoModelForCausalLM.from_pretrained(hub_model_dir), out, ["q_proj", "v_proj", "down_proj"])
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
+def test_export_keeps_mtp_and_vision_weights_byte_identical(hub_model_dir, hub_adapter, tmp_path, dtype):
+    out = tmp_path / "merged"
+    assert run_export(["--adapter", str(hub_adapter), "--output", str(out), "--dtype", dtype]) == 0
+    base, merged = tensor_bytes(hub_model_dir), tensor_bytes(out)
+    kept = sorted(n for n in base if n.startswith(("mtp.", "model.visual.")))
+    assert any(n.startswith("mtp.") for n in kept) and any(n.startswith("model.visual.") for n in kept)
+    for name in kept:  # same dtype, shape and bytes, whatever --dtype the language model was cast to
+        assert merged[name] == base[name], name
+    q = "model.language_model.layers.3.self_attn.q_proj.weight"
+    assert merged[q][2] != base[q][2]  # the adapter was merged into the language model
+    assert merged[q][0] == (base[q][0] if dtype == "auto" else __import__("torch").bfloat16)
+
+    info = json.loads((out / "medgspo_export.json").read_text(encoding="utf-8"))
+    assert info["merged"] == {
+        "into": ["model.language_model.", "lm_head."],
+        "adapted_modules": ["down_proj", "q_proj", "v_proj"],
+    }
+    assert info["copied"]["tensors"]["mtp.fc"] == 1 and info["copied"]["tensors"]["mtp.norm"] == 1
+    assert sum(info["copied"]["tensors"].values()) == len(kept)
+    assert "generation_config.json" in info["copied"]["files"]
+    assert (out / "generation_config.json").read_bytes() == (hub_model_dir / "generation_config.json").read_bytes()
+
+
+def test_merged_folder_with_mtp_still_loads(hub_model_dir, hub_adapter, tmp_path):
+    from transformers import AutoModelForCausalLM, Qwen3_5ForConditionalGeneration
+
+    out = tmp_path / "merged"
+    assert run_export(["--adapter", str(hub_adapter), "--output", str(out)]) == 0
+    assert type(Qwen3_5ForConditionalGeneration.from_pretrained(out)).__name__ == "Qwen3_5ForConditionalGeneration"
+    assert AutoModelForCausalLM.from_pretrained(out) is not None
+
+
+def test_kept_tensors_go_into_the_right_shard(tmp_path):
+    """A sharded output: a tensor the model saved is replaced in its own shard, a missing one joins the last shard
+    and the index."""
+    import torch
+    from safetensors.torch import save_file
+
+    from medgspo.publish.base_weights import INDEX_FILE, keep_base_weights
+
+    base, out = tmp_path / "base", tmp_path / "out"
+    base.mkdir(), out.mkdir()
+    save_file(
+        {
+            "model.visual.w": torch.arange(4, dtype=torch.bfloat16),
+            "mtp.w": torch.ones(2),
+            "lm_head.weight": torch.zeros(2),
+        },
+        base / "model.safetensors",
+    )
+    save_file(
+        {"model.visual.w": torch.zeros(4), "lm_head.weight": torch.ones(2)}, out / "model-00001-of-00002.safetensors"
+    )
+    save_file({"model.language_model.x": torch.ones(3)}, out / "model-00002-of-00002.safetensors")
+    weight_map = {
+        "model.visual.w": "model-00001-of-00002.safetensors",
+        "lm_head.weight": "model-00001-of-00002.safetensors",
+        "model.language_model.x": "model-00002-of-00002.safetensors",
+    }
+    (out / INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+    assert keep_base_weights(base, out, ("model.language_model.", "lm_head."), ()) == ["model.visual.w", "mtp.w"]
+    index = json.loads((out / INDEX_FILE).read_text())["weight_map"]
+    assert index["mtp.w"] == "model-00002-of-00002.safetensors"
+    merged = tensor_bytes(out)
+    assert merged["model.visual.w"] == tensor_bytes(base)["model.visual.w"]  # bfloat16 again, base values
+    assert merged["mtp.w"] == tensor_bytes(base)["mtp.w"]
+    assert merged["lm_head.weight"][2] == torch.ones(2).numpy().tobytes()  # the language model is left alone

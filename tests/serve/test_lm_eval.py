@@ -16,8 +16,8 @@ import torch
 from test_chat import memorized_adapter
 
 from medgspo.serve.app import BackgroundServer, create_app
+from medgspo.serve.config import ServerConfig
 from medgspo.serve.engine import ChatEngine
-from medgspo.serve.protocol import ServerConfig
 
 MODEL_ID = "medgspo-lm-eval"
 MCQ = [
@@ -115,7 +115,7 @@ def test_local_completions_scores_a_multiple_choice_task(engine, tasks, tiny_mod
 def test_local_chat_completions_answers_a_generation_task(engine, tasks):
     """Thinking switched off server-wide (``--default_chat_template_kwargs``), as lm-eval sends no template
     keywords: the answer reaches ``content``. The task asks for up to 1,100 new tokens, past the old fixed 1,024."""
-    config = ServerConfig(MODEL_ID, default_template_kwargs={"enable_thinking": False})
+    config = ServerConfig(MODEL_ID, default_chat_template_kwargs={"enable_thinking": False})
     with BackgroundServer(create_app(engine, config)) as server:
         args = {"base_url": server.url + "/v1/chat/completions"}
         out = evaluate(tasks, "local-chat-completions", args, tasks=["medgspo_open"], apply_chat_template=True)

@@ -22,8 +22,8 @@ from test_chat import ANSWER, QUESTION, THINKING, memorized_adapter
 from medgspo.cli import main
 from medgspo.serve.app import BackgroundServer, create_app
 from medgspo.serve.batcher import Batcher
+from medgspo.serve.config import ServerConfig
 from medgspo.serve.engine import ChatEngine
-from medgspo.serve.protocol import ServerConfig
 
 MODEL_ID = "medgspo-test"
 LIMIT = 16
@@ -216,10 +216,11 @@ def test_openai_client_raises_on_errors(client):
 
 
 # ---- API key ----------------------------------------------------------------------------------------------------
-def test_api_key_is_required_when_set(engine, caplog):
+def test_api_key_is_required_when_set(engine, caplog, monkeypatch):
     key = "sk-local-test-secret"
     caplog.set_level(logging.DEBUG)
-    config = ServerConfig(MODEL_ID, api_key=key, max_tokens_limit=LIMIT)
+    monkeypatch.setenv("MEDGSPO_TEST_KEY", key)
+    config = ServerConfig(MODEL_ID, api_key_env="MEDGSPO_TEST_KEY", max_tokens_limit=LIMIT)
     with BackgroundServer(create_app(engine, config)) as server:
         url = server.url + "/v1/chat/completions"
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": key}):
@@ -232,10 +233,11 @@ def test_api_key_is_required_when_set(engine, caplog):
     assert key not in caplog.text
 
 
-def test_the_key_reaches_no_log_line_for_any_malformed_request(engine, caplog):
+def test_the_key_reaches_no_log_line_for_any_malformed_request(engine, caplog, monkeypatch):
     key = "sk-local-test-secret-2"
     caplog.set_level(logging.DEBUG)
-    config = ServerConfig(MODEL_ID, api_key=key, max_tokens_limit=LIMIT)
+    monkeypatch.setenv("MEDGSPO_TEST_KEY", key)
+    config = ServerConfig(MODEL_ID, api_key_env="MEDGSPO_TEST_KEY", max_tokens_limit=LIMIT)
     raw_requests = [
         f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\r\n\r\n",  # a stray CR (Windows)
         f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\x00\r\n\r\n",

@@ -16,8 +16,8 @@ from test_chat import ANSWER, QUESTION, THINKING
 from test_serve import LIMIT, MODEL_ID, ask, http, memorized_engine, openai_client
 
 from medgspo.serve.app import BackgroundServer, create_app
+from medgspo.serve.config import ServerConfig
 from medgspo.serve.engine import ChatEngine
-from medgspo.serve.protocol import ServerConfig
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_logit_bias_and_penalties_change_the_answer(client, engine):
 
 
 def test_a_server_wide_template_keyword_switches_thinking_off(engine):
-    config = ServerConfig(MODEL_ID, max_tokens_limit=LIMIT, default_template_kwargs={"enable_thinking": False})
+    config = ServerConfig(MODEL_ID, max_tokens_limit=LIMIT, default_chat_template_kwargs={"enable_thinking": False})
     with BackgroundServer(create_app(engine, config)) as server:
         client = OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
         off = ask(client)

@@ -17,8 +17,8 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from medgspo.serve.app import BackgroundServer, create_app
+from medgspo.serve.config import ServerConfig
 from medgspo.serve.engine import ChatEngine
-from medgspo.serve.protocol import ServerConfig
 
 MODEL_ID = "medgspo-load"
 MAX_TOKENS = 24

@@ -16,8 +16,8 @@ import pytest
 from test_chat import ANSWER, THINKING, memorized_adapter
 
 from medgspo.serve.app import BackgroundServer, create_app
+from medgspo.serve.config import ServerConfig
 from medgspo.serve.engine import ChatEngine
-from medgspo.serve.protocol import ServerConfig
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 

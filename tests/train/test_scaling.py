@@ -6,9 +6,15 @@ import pytest
 import yaml
 
 from medgspo.cli import main
+from medgspo.plan.estimates import (
+    estimate_tokens,
+    judge_cost_plan,
+    judge_prompt_tokens,
+    kv_bytes_per_token,
+    memory_plan,
+)
+from medgspo.plan.report import run_plan
 from medgspo.train.batching import BatchPlan, batch_plan, judge_concurrency_per_process
-from medgspo.train.plan import estimate_tokens, judge_cost_plan, judge_prompt_tokens, kv_bytes_per_token, memory_plan
-from medgspo.train.plan_report import run_plan
 
 ACCELERATE = sorted(Path("recipes/accelerate").glob("*.yaml"))
 CARD_GSPO = sorted(Path("recipes/qwen3.5-4b-medical").glob("gspo*.yaml"))
@@ -135,7 +141,7 @@ def test_batch_plan_of_the_card_and_the_paper_by_hand():
 
 
 def test_judge_tokens_and_cost_by_hand():
-    from medgspo.judge.accounting import Prices
+    from medgspo.judge.pricing import Prices
 
     assert estimate_tokens("发热三天") == 2.4 and estimate_tokens("BP 120/80") == 2.7
     record = {"Question": "发热三天？", "Response": "肺炎。"}
@@ -155,7 +161,7 @@ def test_judge_tokens_and_cost_by_hand():
 def test_memory_plan_by_hand(tiny_model_dir):
     from transformers import AutoConfig
 
-    from medgspo.train.plan import count_parameters
+    from medgspo.plan.estimates import count_parameters
 
     n_params, lora, text = count_parameters(str(tiny_model_dir), 16, 32, ["q_proj", "v_proj"])
     config = AutoConfig.from_pretrained(tiny_model_dir)

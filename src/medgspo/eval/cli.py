@@ -37,8 +37,8 @@ from medgspo.eval.layouts.cmmlu import MEDICAL_SUBJECTS
 from medgspo.eval.mcq import PROMPT_STYLES, MCQTask
 from medgspo.eval.open_ended import OpenTask
 from medgspo.eval.runner import GenerationSettings, ModelSpec, Task, evaluate
+from medgspo.judge.api.preflight import preflight
 from medgspo.judge.config import JudgeConfig
-from medgspo.judge.preflight import preflight
 from medgspo.modeling.generation import CARD_SAMPLING
 from medgspo.modeling.loading import check_model_arguments
 from medgspo.utils.cli import Command

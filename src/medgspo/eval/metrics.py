@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from statistics import NormalDist, fmean
 from typing import Any
 
-from medgspo.judge.tiers import TIER_KEYS, tier_key
+from medgspo.judge.rubric.tiers import TIER_KEYS, tier_key
 from medgspo.utils.stats import quantile
 
 

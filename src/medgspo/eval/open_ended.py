@@ -4,7 +4,7 @@
 
 :class:`OpenTask` is this task for the shared loop (:func:`medgspo.eval.runner.evaluate`); the pipeline calls
 :func:`run_eval` to compare base, SFT and GSPO on the held-out split. A completion that is not well formed (no single
-closed ``</think>`` followed by a non-empty answer) scores :data:`~medgspo.judge.tiers.MALFORMED_SCORE` by rule,
+closed ``</think>`` followed by a non-empty answer) scores :data:`~medgspo.judge.rubric.tiers.MALFORMED_SCORE` by rule,
 without a judge call; every other answer of a model is judged in one concurrent ``judge_batch`` call. A judge
 failure or abstention is ``None`` and counted, never turned into a score. One judge serves every model: it is
 built before the first model loads (a missing API key fails fast) and keeps its accounting per model.
@@ -36,7 +36,7 @@ from medgspo.eval.runner import (
     evaluate_all,
 )
 from medgspo.judge import JudgeConfig, JudgeStats, make_judge
-from medgspo.judge.tiers import MALFORMED_SCORE, TIERS, label_for, tier_legend
+from medgspo.judge.rubric.tiers import MALFORMED_SCORE, TIERS, label_for, tier_legend
 from medgspo.modeling.generation import Generation
 from medgspo.utils.io import write_text
 
@@ -63,7 +63,7 @@ async def judge_rows(
 ) -> None:
     """Fill ``score``/``label``/``error``/``cached``/``judge_reason`` of each row in place.
 
-    A row that is not well formed gets :data:`~medgspo.judge.tiers.MALFORMED_SCORE` by rule; all others are judged
+    A row that is not well formed gets :data:`~medgspo.judge.rubric.tiers.MALFORMED_SCORE` by rule; all others are judged
     in one concurrent ``judge.judge_batch`` call (``stats`` receives its accounting, ``progress`` its progress).
     """
     for row in rows:

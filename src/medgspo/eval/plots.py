@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medgspo.judge.tiers import TIER_KEYS, TIERS, tier_legend
+from medgspo.judge.rubric.tiers import TIER_KEYS, TIERS, tier_legend
 
 TIER_COLORS = ("#2ca02c", "#98df8a", "#c7c7c7", "#ff9896", "#d62728")  # best to worst, one per tier
 FAILED_COLOR = "#ffffff"

@@ -23,27 +23,16 @@ A failed judgment has ``score=None`` (TRL skips it); it is never turned into 0.0
 
 from __future__ import annotations
 
-from medgspo.judge.accounting import JudgeStats, Judgment, Prices, summary_lines
-from medgspo.judge.base import BaseJudge
-from medgspo.judge.client import OpenAIJudge
-from medgspo.judge.config import BACKENDS, DEEPSEEK_BASE_URL, LOCAL_BASE_URL, Judge, JudgeConfig, JudgeFatalError
-from medgspo.judge.parse import Verdict, parse_score, parse_verdict
-from medgspo.judge.prompt import JudgeItem, build_messages, load_rubric, render_candidate
-from medgspo.judge.reference import ReferenceJudge
-from medgspo.judge.tiers import MALFORMED_SCORE, TIER_NAMES, TIERS, label_for
-
-
-def make_judge(config: JudgeConfig | None = None, *, api_key: str | None = None) -> Judge:
-    """Build the judge for ``config.judge_backend``; ``api_key`` overrides the environment variable (tests, notebooks).
-
-    >>> type(make_judge(JudgeConfig(judge_backend="reference"))).__name__
-    'ReferenceJudge'
-    """
-    config = config or JudgeConfig()
-    if config.judge_backend == "reference":
-        return ReferenceJudge(config)
-    return OpenAIJudge(config, api_key=api_key)
-
+from medgspo.judge.api.accounting import JudgeStats, Judgment, summary_lines
+from medgspo.judge.api.base import BaseJudge, Judge
+from medgspo.judge.api.client import OpenAIJudge
+from medgspo.judge.backends import make_judge
+from medgspo.judge.config import BACKENDS, DEEPSEEK_BASE_URL, LOCAL_BASE_URL, JudgeConfig, JudgeFatalError
+from medgspo.judge.pricing import Prices
+from medgspo.judge.reference.heuristic import ReferenceJudge
+from medgspo.judge.rubric.parse import Verdict, parse_score, parse_verdict
+from medgspo.judge.rubric.prompt import JudgeItem, build_messages, load_rubric, render_candidate
+from medgspo.judge.rubric.tiers import MALFORMED_SCORE, TIER_NAMES, TIERS, label_for
 
 __all__ = [
     "BACKENDS",

@@ -30,9 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from medgspo.errors import UserError
-from medgspo.judge import Judge, JudgeConfig, JudgeItem, JudgeStats, Judgment, make_judge, summary_lines
-from medgspo.judge.calibrate import CalibrateArguments, calibrate, table_lines
-from medgspo.judge.preflight import preflight
+from medgspo.judge.api.accounting import JudgeStats, Judgment, summary_lines
+from medgspo.judge.api.base import Judge
+from medgspo.judge.api.preflight import preflight
+from medgspo.judge.backends import make_judge
+from medgspo.judge.calibration.run import CalibrateArguments, calibrate, table_lines
+from medgspo.judge.config import JudgeConfig
+from medgspo.judge.rubric.prompt import JudgeItem
 from medgspo.utils.cli import Command
 from medgspo.utils.io import write_jsonl
 

@@ -15,21 +15,21 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any
 
 from medgspo.errors import ConfigError
-from medgspo.judge.accounting import JudgeStats, Judgment, Prices
-from medgspo.judge.deepseek import (
-    DEFAULT_MODEL,
+from medgspo.judge.deepseek import DEFAULT_MODEL
+from medgspo.judge.pricing import (
     DEFAULT_PRICE_PERIOD,
     LIST_PRICES,
     PRICE_PERIODS,
     PRICES_READ_ON,
-    list_prices,
+    Prices,
+    price_note,
+    run_prices,
 )
-from medgspo.judge.tiers import TIERS
-
-RUBRICS = ("v1", "v2")  # judge/rubric_<name>.txt; v2 scores manipulation, hedges, bare lists and retractions
+from medgspo.judge.rubric.prompt import DEFAULT_RUBRIC, RUBRICS
+from medgspo.judge.rubric.tiers import TIERS
 
 BACKENDS = ("openai", "local", "reference")
 DEEPSEEK_BASE_URL = "https://api.deepseek.com"
@@ -103,7 +103,9 @@ class JudgeConfig:
         None, "`reference` backend: score its abstentions with this tier value."
     )
     judge_rubric: str = _flag(
-        "v2", "Rubric version: v2 (scores manipulation, hedges, bare lists and retractions) or v1.", choices=RUBRICS
+        DEFAULT_RUBRIC,
+        "Rubric version: v2 (scores manipulation, hedges, bare lists and retractions) or v1.",
+        choices=RUBRICS,
     )
     judge_unparsed_score: float | None = _flag(
         TIERS["E"], "Score of a reply the judge gave but that never parsed after the re-asks (a tier value)."
@@ -157,35 +159,25 @@ class JudgeConfig:
 
         >>> JudgeConfig(judge_backend="openai").prices  # deepseek-flash, peak
         Prices(input_per_mtok=0.3, cached_input_per_mtok=0.006, output_per_mtok=1.2)
-        >>> JudgeConfig(judge_backend="openai", judge_price_period="off-peak", judge_price_output_per_mtok=0.5).prices
-        Prices(input_per_mtok=0.15, cached_input_per_mtok=0.003, output_per_mtok=0.5)
         """
-        listed = self._list_prices() or Prices(0.0, 0.0, 0.0)
-        return Prices(
-            _given_or(self.judge_price_input_per_mtok, listed.input_per_mtok),
-            _given_or(self.judge_price_cached_input_per_mtok, listed.cached_input_per_mtok),
-            _given_or(self.judge_price_output_per_mtok, listed.output_per_mtok),
-        )
+        return run_prices(self._priced_model, self.judge_price_period, self._given_prices)
 
     @property
     def price_note(self) -> str:
         """Where :attr:`prices` come from, in words (printed beside every cost estimate)."""
-        if self.judge_backend == "reference":
-            return "no API calls"
-        given = [
+        return price_note(self._priced_model, self.judge_price_period, self._given_prices)
+
+    @property
+    def _priced_model(self) -> str | None:
+        return None if self.judge_backend == "reference" else self.model
+
+    @property
+    def _given_prices(self) -> tuple[float | None, float | None, float | None]:
+        return (
             self.judge_price_input_per_mtok,
             self.judge_price_cached_input_per_mtok,
             self.judge_price_output_per_mtok,
-        ]
-        if all(p is not None for p in given):
-            return "prices from the --judge_price_* flags"
-        if self._list_prices() is None:
-            return f"no list price known for {self.model!r}: cost counted as 0; set --judge_price_*_per_mtok"
-        flags = " and --judge_price_* flags" if any(p is not None for p in given) else ""
-        return f"DeepSeek list price of {self.model}, {self.judge_price_period} (read {PRICES_READ_ON}){flags}"
-
-    def _list_prices(self) -> Prices | None:
-        return list_prices(self.model, self.judge_price_period) if self.judge_backend != "reference" else None
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """What a run folder records of the judge (summaries, reports): the settings under the names summaries have
@@ -204,10 +196,6 @@ class JudgeConfig:
 RECORD_NAMES = {"judge_cache": "cache_path", "judge_undecided_score": "reference_undecided_score"}
 
 
-def _given_or(given: float | None, listed: float) -> float:
-    return listed if given is None else given
-
-
 def _at_least(config: JudgeConfig, name: str, low: int) -> None:
     if getattr(config, name) < low:
         raise ConfigError(f"--{name} must be >= {low} (got {getattr(config, name)})")
@@ -221,19 +209,3 @@ def _json_object(text: str, flag: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{flag} must be a JSON object (got {text!r})")
     return value
-
-
-class Judge(Protocol):
-    """What every backend offers."""
-
-    config: JudgeConfig
-    stats: JudgeStats
-    last_batch: JudgeStats | None
-
-    async def judge_batch(
-        self, items: list[Any], *, stats: JudgeStats | None = None, progress: Any = None
-    ) -> list[Judgment]: ...
-
-    async def aclose(self) -> None: ...
-
-    def needs_calls(self, items: list[Any]) -> bool: ...

@@ -1,4 +1,5 @@
-"""DeepSeek as it is now: the served model names, their list prices, the retired names and the thinking switch.
+"""DeepSeek as it is now: the served model names, the retired names and the thinking switch (its list prices are
+:mod:`medgspo.judge.pricing`).
 
 Everything here was read on 2026-11-29 from DeepSeek's "Models & Pricing" page (the stored copy dated 2026-11-15,
 https://api-docs.deepseek.com/quick_start/pricing), the thinking-mode guide and the update notes; change the table
@@ -16,20 +17,10 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from medgspo.judge.accounting import Prices
+from medgspo.judge.pricing import LIST_PRICES
 
-PRICES_READ_ON = "2026-11-29"  # the day the table below was read (page copy dated 2026-11-15)
-PRICES_SOURCE = "https://api-docs.deepseek.com/quick_start/pricing"
 DEFAULT_MODEL = "deepseek-flash"
-PRICE_PERIODS = ("peak", "off-peak")
-DEFAULT_PRICE_PERIOD = "peak"  # an upper bound: off-peak is exactly half (Beijing time, weekdays 9-12 and 14-18 peak)
 
-# USD per million tokens: (input on a cache miss, input on a cache hit, output), by billing period.
-LIST_PRICES: dict[str, dict[str, Prices]] = {
-    "deepseek-flash": {"peak": Prices(0.30, 0.006, 1.20), "off-peak": Prices(0.15, 0.003, 0.60)},
-    "deepseek-v4-pro": {"peak": Prices(1.32, 0.044, 3.96), "off-peak": Prices(0.66, 0.022, 1.98)},
-}
-ALIASES = {"deepseek-v4-flash": "deepseek-flash", "deepseek-v4-flash-vision-exp": "deepseek-flash"}
 RETIRED = {"deepseek-chat": "deepseek-flash", "deepseek-reasoner": "deepseek-flash"}
 RETIRED_ON = "2026-07-24 15:59 UTC"
 THINKING_OFF = {"thinking": {"type": "disabled"}}
@@ -71,17 +62,3 @@ def retired_message(model: str) -> str:
         f"judge model {model!r} was retired by DeepSeek on {RETIRED_ON} (requests naming it are rejected); use "
         f"--judge_model {new} (DeepSeek's current names: {', '.join(LIST_PRICES)})"
     )
-
-
-def list_prices(model: str, period: str = DEFAULT_PRICE_PERIOD) -> Prices | None:
-    """DeepSeek's list price of ``model`` in ``period`` (read on :data:`PRICES_READ_ON`), or ``None`` when unknown.
-
-    >>> list_prices("deepseek-flash")
-    Prices(input_per_mtok=0.3, cached_input_per_mtok=0.006, output_per_mtok=1.2)
-    >>> list_prices("deepseek-v4-flash", "off-peak").output_per_mtok, list_prices("gpt-x") is None
-    (0.6, True)
-    """
-    name = model.rsplit("/", 1)[-1].strip().lower()
-    name = ALIASES.get(name, name)
-    table = LIST_PRICES.get(name)
-    return None if table is None else table[period]

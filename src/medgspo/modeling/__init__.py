@@ -1,4 +1,3 @@
-"""Models: the one way to load a base model (+ LoRA adapter of either Qwen3.5 layout) with its chat format, what a
-LoRA adapts per layer kind, and batched generation. Shared by training, evaluation, chat, serving, export and plan;
-it knows nothing of any stage.
+"""Models: the one way to load a base model (+ LoRA adapter of either Qwen3.5 layout), the builders of the embedded
+tiny model and the real Qwen3.5 tokenizer, what a LoRA adapts, batched generation, and the commands that need them.
 """

@@ -196,42 +196,9 @@ def load_adapter(model: Any, adapter: str | Path, *, is_trainable: bool = False)
     """
     import warnings
 
-    from peft import PeftConfig, PeftModel
+    from peft import PeftModel
 
-    names = {n for n, _ in model.named_modules()}
-    saved = adapter_config(adapter)
-    adapted = adapted_modules(adapter)
-    kwargs: dict[str, Any] = {}
-    if adapted:
-        try:
-            fit = fit_adapter(adapted, names, saved.get("target_modules"))
-        except AdapterMismatchError as exc:
-            raise AdapterMismatchError(
-                f"adapter {str(adapter)!r} does not fit {type(model).__name__}: {exc}"
-            ) from None
-        if fit.changed or not same_targets(fit.target_modules, saved.get("target_modules")):
-            config = PeftConfig.from_pretrained(str(adapter))
-            config.target_modules = (
-                fit.target_modules if isinstance(fit.target_modules, str) else set(fit.target_modules)
-            )
-            kwargs = {"config": config, "key_mapping": fit.key_mapping}
-            logger.info(
-                "Adapter %s: %s layout, loaded on %s (%s layout)%s",
-                adapter,
-                layout_of(adapted),
-                type(model).__name__,
-                layout_of(names),
-                " with its module names converted" if fit.rule else "",
-            )
-        if fit.dropped:
-            logger.warning(
-                "Adapter %s also adapts %d vision-tower modules (e.g. %s); %s has no vision tower, and text prompts "
-                "never run it, so they are left out (a continued adapter will not carry them).",
-                adapter,
-                len(fit.dropped),
-                fit.dropped[0],
-                type(model).__name__,
-            )
+    kwargs = _layout_kwargs(model, adapter)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=is_trainable, **kwargs)
@@ -248,6 +215,44 @@ def load_adapter(model: Any, adapter: str | Path, *, is_trainable: bool = False)
         for config in peft_model.peft_config.values():
             config.base_model_name_or_path = base
     return peft_model
+
+
+def _layout_kwargs(model: Any, adapter: str | Path) -> dict[str, Any]:
+    """``PeftModel.from_pretrained`` keywords that load ``adapter`` on ``model``'s layout (none when it fits as
+    saved); vision-tower modules a text model lacks are left out, with a warning."""
+    from peft import PeftConfig
+
+    names = {n for n, _ in model.named_modules()}
+    saved = adapter_config(adapter)
+    adapted = adapted_modules(adapter)
+    if not adapted:
+        return {}
+    try:
+        fit = fit_adapter(adapted, names, saved.get("target_modules"))
+    except AdapterMismatchError as exc:
+        raise AdapterMismatchError(f"adapter {str(adapter)!r} does not fit {type(model).__name__}: {exc}") from None
+    if fit.dropped:
+        logger.warning(
+            "Adapter %s also adapts %d vision-tower modules (e.g. %s); %s has no vision tower, and text prompts "
+            "never run it, so they are left out (a continued adapter will not carry them).",
+            adapter,
+            len(fit.dropped),
+            fit.dropped[0],
+            type(model).__name__,
+        )
+    if not fit.changed and same_targets(fit.target_modules, saved.get("target_modules")):
+        return {}
+    config = PeftConfig.from_pretrained(str(adapter))
+    config.target_modules = fit.target_modules if isinstance(fit.target_modules, str) else set(fit.target_modules)
+    logger.info(
+        "Adapter %s: %s layout, loaded on %s (%s layout)%s",
+        adapter,
+        layout_of(adapted),
+        type(model).__name__,
+        layout_of(names),
+        " with its module names converted" if fit.rule else "",
+    )
+    return {"config": config, "key_mapping": fit.key_mapping}
 
 
 # ---- converting a saved adapter ---------------------------------------------------------------------------------

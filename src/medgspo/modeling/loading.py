@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from medgspo.data.chat_format import ChatFormat
-from medgspo.data.tiny_model import resolve_model_path
 from medgspo.errors import AdapterMismatchError, ModelLoadError
 from medgspo.modeling.adapters import load_adapter
+from medgspo.modeling.tiny_model import resolve_model_path
 from medgspo.utils.paths import RESOURCES, looks_like_path
 
 logger = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medgspo.data.tiny_model import TINY_MODEL
 from medgspo.errors import ConfigError
+from medgspo.judge.api.preflight import preflight
 from medgspo.judge.config import JudgeConfig
-from medgspo.judge.preflight import preflight
+from medgspo.modeling.tiny_model import TINY_MODEL
 from medgspo.pipeline.report import SPLITS, ReportInputs, machine_info, pick_samples, summary_document, write_report
 from medgspo.utils.cli import make_parser, parse
 from medgspo.utils.console import announce

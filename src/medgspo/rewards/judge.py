@@ -3,7 +3,7 @@
 It follows TRL's reward signature ``f(prompts, completions, completion_ids, **columns) -> list[float | None]``;
 the RL dataset's ``question`` and ``reference`` columns arrive as keyword lists, one entry per completion, and so
 do the optional ``key_terms`` and ``ruled_out`` columns (lists of strings; empty for records without them), which
-the offline reference judge scores against (:mod:`medgspo.judge.key_terms`).
+the offline reference judge scores against (:mod:`medgspo.judge.reference.key_terms`).
 
     judge = judge_reward(JudgeConfig(judge_backend="openai", judge_cache="runs/judge_cache.sqlite"))
     trainer = GRPOTrainer(..., reward_funcs=[judge, format_reward], args=GRPOConfig(reward_weights=[1.0, 0.2]))

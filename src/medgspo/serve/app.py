@@ -14,7 +14,6 @@ Routes: ``GET /`` (the web page, ``resources/web/index.html``), ``GET /health``,
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import json
 import logging
@@ -27,9 +26,10 @@ from typing import Any
 
 from medgspo.serve import redact
 from medgspo.serve.batcher import Batcher
+from medgspo.serve.config import ServerConfig
 from medgspo.serve.endpoints import Endpoints
 from medgspo.serve.engine import ChatEngine
-from medgspo.serve.protocol import APIError, ServerConfig
+from medgspo.serve.protocol import APIError
 from medgspo.utils.paths import RESOURCES
 
 logger = logging.getLogger(__name__)
@@ -170,20 +170,6 @@ def _authorized(request, api_key: str) -> bool:
 
 
 # ---- running it -------------------------------------------------------------------------------------------------
-def model_limits(config: ServerConfig, model: Any) -> ServerConfig:
-    """``config`` with what the model sets filled in: its vocabulary (``top_k`` must fit it), its context
-    (``max_model_len``: prompt + ``max_tokens`` must fit it) and ``max_tokens_limit`` (the context unless lowered)."""
-    text_config = getattr(model.config, "text_config", None) or model.config
-    context = config.max_model_len or getattr(text_config, "max_position_embeddings", None)
-    limit = config.max_tokens_limit or context
-    return dataclasses.replace(
-        config,
-        vocab_size=config.vocab_size or int(model.get_output_embeddings().weight.shape[0]),
-        max_model_len=context,
-        max_tokens_limit=min(limit, context) if limit and context else limit,
-    )
-
-
 def create_app(engine: ChatEngine, config: ServerConfig, batcher: Batcher | None = None):
     """The aiohttp application serving ``engine`` (run it with :func:`serve` or :class:`BackgroundServer`).
 
@@ -195,7 +181,7 @@ def create_app(engine: ChatEngine, config: ServerConfig, batcher: Batcher | None
     redact.install(config.api_key)  # no key in any aiohttp log line, whatever a client sends
     if batcher is None:
         batcher = Batcher(engine, config.max_batch_size, config.max_queue, config.prefill_chunk).start()
-    config = model_limits(config, engine.model)
+    config.fit_model(engine.model)
     api = _API(engine, config, batcher)
     endpoints = Endpoints(engine, config, batcher, partial(_read_json, limits=config))
     app = web.Application(

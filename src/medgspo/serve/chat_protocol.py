@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from medgspo.serve.config import TEMPLATE_KWARGS, ServerConfig, template_kwarg_problem
 from medgspo.serve.engine import GenerationResult
 from medgspo.serve.protocol import (
     APIError,
     Generation,
-    ServerConfig,
     check_body,
     field_value,
     parse_generation,
@@ -31,7 +31,6 @@ from medgspo.serve.sampling import TokenLogprob
 from medgspo.serve.streaming import split_text
 
 ROLES = ("system", "developer", "user", "assistant")
-TEMPLATE_KWARGS = {"enable_thinking": bool}  # what ``chat_template_kwargs`` may set (vLLM's per-request switch)
 
 Describe = Callable[[int], tuple[str, list[int]]]  # token id -> (its text, its UTF-8 bytes)
 
@@ -59,7 +58,7 @@ def parse_chat_request(body: Any, config: ServerConfig) -> ChatRequest:
     body = check_body(body, config)
     params = parse_generation(body, config)
     messages = parse_messages(body.get("messages"))
-    kwargs = {**(config.default_template_kwargs or {}), **template_kwargs(body)}
+    kwargs = {**(config.default_chat_template_kwargs or {}), **template_kwargs(body)}
     return ChatRequest(messages, params, _logprobs(body), kwargs)
 
 
@@ -87,11 +86,9 @@ def template_kwargs(body: dict[str, Any]) -> dict[str, Any]:
 
 def check_template_kwarg(key: str, value: Any, where: str) -> None:
     """``APIError`` unless ``key`` is a template keyword this server honours and ``value`` has its type."""
-    if key not in TEMPLATE_KWARGS:
-        message = f"{where} is not supported; this server honours {', '.join(TEMPLATE_KWARGS)}."
-        raise APIError(400, message, param=where, code="unsupported_parameter")
-    if not isinstance(value, TEMPLATE_KWARGS[key]):
-        raise APIError(400, f"{where} must be a {TEMPLATE_KWARGS[key].__name__}.", param=where, code="invalid_type")
+    if (problem := template_kwarg_problem(key, value)) is not None:
+        code = "unsupported_parameter" if key not in TEMPLATE_KWARGS else "invalid_type"
+        raise APIError(400, f"{where} {problem}.", param=where, code=code)
 
 
 def parse_messages(messages: Any) -> list[dict[str, str]]:

@@ -24,8 +24,9 @@ from medgspo.modeling.generation import SEED_RANGE
 from medgspo.serve.batcher import Batcher, Job, QueueFull
 from medgspo.serve.channel import ClientGone, JobChannel
 from medgspo.serve.chat_protocol import chat_body, chunk_body, logprobs_body, parse_chat_request
+from medgspo.serve.config import ServerConfig
 from medgspo.serve.engine import ChatEngine, GenerationResult
-from medgspo.serve.protocol import APIError, Generation, ServerConfig, fit_context, sse, usage
+from medgspo.serve.protocol import APIError, Generation, fit_context, sse, usage
 from medgspo.serve.streaming import THINKING, ThinkSplitter
 from medgspo.serve.text_protocol import (
     CompletionRequest,

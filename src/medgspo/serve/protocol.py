@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medgspo.modeling.generation import OptionError, SamplingOptions
+from medgspo.serve.config import ServerConfig
 from medgspo.serve.engine import GenerationResult
 from medgspo.serve.sampling import LogitRules
 
@@ -26,23 +27,6 @@ MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs (chat); vLLM takes the s
 MAX_LOGIT_BIAS = 1024  # entries in one logit_bias (ours: OpenAI documents no count)
 PENALTY_RANGE = (-2.0, 2.0)  # presence_penalty, frequency_penalty (OpenAI's range)
 BIAS_RANGE = (-100.0, 100.0)  # each logit_bias value (OpenAI's range)
-
-
-@dataclass
-class ServerConfig:
-    """What one server serves and its limits."""
-
-    model_id: str
-    api_key: str | None = None
-    max_tokens_limit: int | None = None  # largest max_tokens; None: the model's context (``--max_tokens_limit``)
-    max_model_len: int | None = None  # prompt + max_tokens must fit; ``create_app`` fills in the model's context
-    max_body_bytes: int = 1 << 20
-    max_batch_size: int = 16
-    max_queue: int = 64
-    vocab_size: int | None = None  # the model's; ``create_app`` fills it in, and top_k must fit it
-    default_template_kwargs: dict[str, Any] | None = None  # ``--default_chat_template_kwargs`` (requests override)
-    prefill_chunk: int = 512  # prompt tokens per forward pass of a long prompt (chunked prefill)
-    keepalive_timeout: float = 10.0  # seconds for a request's headers to arrive, and an idle connection to stay
 
 
 DEFAULT_MAX_TOKENS = 1024  # a request's budget where neither a limit nor the context is known

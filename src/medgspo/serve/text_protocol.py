@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from medgspo.serve.config import ServerConfig
 from medgspo.serve.protocol import (
     APIError,
     Generation,
-    ServerConfig,
     check_body,
     field_value,
     parse_generation,

@@ -1,9 +1,8 @@
-"""The training commands: ``medgspo pretrain`` (tiny model only), ``medgspo sft``, ``medgspo gspo`` and ``medgspo plan``.
+"""The training commands: ``medgspo pretrain`` (tiny model only), ``medgspo sft`` and ``medgspo gspo``.
 
     medgspo pretrain --config recipes/tiny/pretrain.yaml
     medgspo sft --config recipes/tiny/sft.yaml --max_steps 5
     medgspo gspo --config recipes/tiny/gspo.yaml --sft_adapter runs/sft
-    medgspo plan --config recipes/qwen3.5-4b-medical/gspo.yaml --num_processes 4
 
 Without ``--config`` the tiny CPU recipes are used. Every field of the recipe dataclasses is a flag. This module
 imports TRL: ``medgspo.cli`` imports it only when one of these commands runs.
@@ -15,13 +14,11 @@ import os
 
 from medgspo.train.gspo import GSPO_ARGUMENTS, default_judge_cache
 from medgspo.train.gspo import run_gspo as gspo_stage
-from medgspo.train.plan_report import PlanArguments
-from medgspo.train.plan_report import run_plan as plan_lines
 from medgspo.train.pretrain import PRETRAIN_ARGUMENTS
 from medgspo.train.pretrain import run_pretrain as pretrain_stage
 from medgspo.train.sft import SFT_ARGUMENTS
 from medgspo.train.sft import run_sft as sft_stage
-from medgspo.utils.cli import Command, with_default_config
+from medgspo.utils.cli import Command
 from medgspo.utils.paths import RECIPES
 
 TINY_PRETRAIN_RECIPE = RECIPES / "tiny" / "pretrain.yaml"
@@ -79,11 +76,6 @@ def run_gspo(*args) -> int:
     return 0
 
 
-def run_plan(argv: list[str]) -> int:
-    print("\n".join(plan_lines(with_default_config(argv, TINY_GSPO_RECIPE))))
-    return 0
-
-
 COMMANDS = [
     Command(
         "pretrain",
@@ -94,11 +86,4 @@ COMMANDS = [
     ),
     Command("sft", SFT_ARGUMENTS, run_sft, "Stage 1: LoRA SFT on TRL's SFTTrainer.", default_config=TINY_SFT_RECIPE),
     Command("gspo", GSPO_ARGUMENTS, run_gspo, "Stage 2: GSPO on TRL's GRPOTrainer.", default_config=TINY_GSPO_RECIPE),
-    Command(
-        "plan",
-        (*GSPO_ARGUMENTS, PlanArguments),
-        run_plan,
-        "Print what a recipe will do (nothing is trained).",
-        own_parsing=True,
-    ),
 ]

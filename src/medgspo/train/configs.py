@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from medgspo.data.arguments import DataArguments
-from medgspo.data.tiny_model import TINY_MODEL
 from medgspo.errors import ConfigError
 from medgspo.modeling.generation import CARD_SAMPLING
+from medgspo.modeling.tiny_model import TINY_MODEL
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -23,16 +23,16 @@ from typing import Any, NamedTuple
 
 from medgspo.data.arguments import DataArguments, FormatArguments, load_split
 from medgspo.data.chat_format import ChatFormat
-from medgspo.data.tiny_model import TINY_MODEL
+from medgspo.judge.api.preflight import preflight
 from medgspo.judge.config import JudgeConfig
-from medgspo.judge.preflight import preflight
+from medgspo.modeling.tiny_model import TINY_MODEL
 from medgspo.rewards import RewardArguments, check_rewards, find_judge, get_reward_funcs
 from medgspo.rewards.judge import JudgeReward
 from medgspo.train.batching import clipping_diagnosis, judge_concurrency_per_process
 from medgspo.train.callbacks import make_format_callback, make_metrics_callback
 from medgspo.train.configs import MedGSPOConfig, MedModelConfig, validate_common
-from medgspo.train.stage import finish_stage, resume_point
-from medgspo.utils.console import announce, use_stage_console
+from medgspo.train.stage import finish_stage, ready_trainer, resume_point
+from medgspo.utils.console import announce
 
 logger = logging.getLogger(__name__)
 
@@ -116,14 +116,8 @@ def run_gspo(
     main_process = trainer.is_world_process_zero()
     plots = plot_training(metrics_path, output_dir / "plots") if main_process else []
     summary = gspo_summary(result, policy, model_args, training_args, reward_args, judge_config, judge)
-    summary.update(
-        train_prompts=len(train),
-        held_out=len(held),
-        resumed_from=resume,
-        clipping_notes=clipping_notes,
-        plots=[str(p) for p in plots],
-    )
-    summary["judge"]["concurrency"] = concurrency
+    summary.update(train_prompts=len(train), held_out=len(held), resumed_from=resume, clipping_notes=clipping_notes)
+    summary.update(plots=[str(p) for p in plots], judge={**summary["judge"], "concurrency": concurrency})
     if finish_stage(
         trainer, output_dir, SUMMARY_FILE, summary, chat_format=policy.chat_format, tokenizer=policy.tokenizer
     ):
@@ -162,8 +156,8 @@ def load_policy(model_args: MedModelConfig, format_args: FormatArguments, traini
     import torch
     from transformers import AutoTokenizer
 
-    from medgspo.data.tiny_model import resolve_model_path
     from medgspo.modeling.loading import load_adapter, load_base_model
+    from medgspo.modeling.tiny_model import resolve_model_path
 
     sft_dir = training_args.sft_adapter
     chat_format = ChatFormat.load(sft_dir) if sft_dir else ChatFormat.from_arguments(format_args)
@@ -213,8 +207,6 @@ def make_trainer(
     """TRL's ``GRPOTrainer`` with our console, the chat files in every checkpoint and ``metrics.jsonl``."""
     from trl import GRPOTrainer
 
-    from medgspo.train.backends import check_training_kernels, log_model_notes
-
     trainer = GRPOTrainer(
         model=policy.model,
         reward_funcs=reward_funcs,
@@ -227,10 +219,7 @@ def make_trainer(
             make_metrics_callback(metrics_path, judge),
         ],
     )
-    use_stage_console(trainer, "GSPO")
-    log_model_notes(trainer.model)  # what the LoRA adapts per layer kind; GPU kernels to install
-    check_training_kernels(trainer.model)  # kernels that would refuse the backward pass: stop now, say why
-    return trainer
+    return ready_trainer(trainer, "GSPO")
 
 
 # ---- summary ------------------------------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
-from medgspo.judge.tiers import TIERS, tier_legend
+from medgspo.judge.rubric.tiers import TIERS, tier_legend
 
 logger = logging.getLogger(__name__)
 
@@ -66,22 +67,24 @@ def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-
-    def save(fig, name):
-        path = out_dir / name
+    for name, draw, width in PLOTS:
+        fig, ax = plt.subplots(figsize=(width, 3.5))
+        draw(ax, rows)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        fig.savefig(out_dir / name, dpi=110)
         plt.close(fig)
-        written.append(path)
+        written.append(out_dir / name)
+    return written
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+
+def draw_reward(ax: Any, rows: list[dict]) -> None:
     ax.plot(*series(rows, "reward"), alpha=0.35, label="reward (batch mean)")
     ax.plot(*series(rows, "reward_smoothed"), linewidth=2, label="reward (EMA 0.9)")
     ax.set(xlabel="optimizer step", ylabel="weighted reward", title="Reward")
     ax.legend()
-    save(fig, "reward.png")
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+
+def draw_kl_and_clipping(ax: Any, rows: list[dict]) -> None:
     if series(rows, "kl")[0]:
         ax.plot(*series(rows, "kl"), label="KL to reference")
         ax.set(title="KL divergence")
@@ -92,18 +95,18 @@ def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
             ax.plot(*series(rows, key), linestyle="--", label=key)
     ax.set(xlabel="optimizer step")
     ax.legend()
-    save(fig, "kl_and_clipping.png")
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+
+def draw_completion_length(ax: Any, rows: list[dict]) -> None:
     ax.plot(*series(rows, "completions/mean_length"), label="completion tokens (mean)")
     if series(rows, "answer_chars_mean")[0]:
         ax2 = ax.twinx()
         ax2.plot(*series(rows, "answer_chars_mean"), color="tab:orange", label="answer characters (mean)")
         ax2.set_ylabel("answer characters")
     ax.set(xlabel="optimizer step", ylabel="tokens", title="Completion length")
-    save(fig, "completion_length.png")
 
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+
+def draw_tier_mix(ax: Any, rows: list[dict]) -> None:
     judged = [r for r in rows if "judge/tier_A" in r]  # rollout steps only
     fractions = tier_fractions(judged)
     labels = [*TIER_LABELS.values(), NO_SCORE]
@@ -111,5 +114,12 @@ def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
     ax.stackplot([r["step"] for r in judged], *fractions.values(), labels=labels, colors=colors)
     ax.set(xlabel="optimizer step", ylabel="share of completions", title="Judge tier mix", ylim=(0, 1))
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7)  # outside: the bands fill the axes
-    save(fig, "tier_mix.png")
-    return written
+
+
+# (file name, drawing, figure width): the four plots of a GSPO run
+PLOTS = (
+    ("reward.png", draw_reward, 6),
+    ("kl_and_clipping.png", draw_kl_and_clipping, 6),
+    ("completion_length.png", draw_completion_length, 6),
+    ("tier_mix.png", draw_tier_mix, 8),
+)

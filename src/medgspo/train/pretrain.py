@@ -71,8 +71,8 @@ def run_pretrain(
     from transformers import AutoTokenizer
     from trl import SFTTrainer
 
-    from medgspo.data.tiny_model import resolve_model_path
     from medgspo.modeling.loading import load_base_model
+    from medgspo.modeling.tiny_model import resolve_model_path
 
     output_dir = Path(training_args.output_dir)
     _, train, _ = load_split(data_args)  # bad data fails here, before any model is built or loaded

@@ -23,8 +23,8 @@ from medgspo.data.records import describe, fit_length
 from medgspo.errors import ConfigError
 from medgspo.train.callbacks import make_format_callback
 from medgspo.train.configs import MedModelConfig, MedSFTConfig, validate_common
-from medgspo.train.stage import finish_stage, resume_point
-from medgspo.utils.console import announce, use_stage_console
+from medgspo.train.stage import finish_stage, ready_trainer, resume_point
+from medgspo.utils.console import announce
 from medgspo.utils.io import write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -109,10 +109,9 @@ def run_sft(
     """Train the SFT adapter and save it (with tokenizer and chat format) to ``training_args.output_dir``."""
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from trl import SFTTrainer
 
-    from medgspo.data.tiny_model import resolve_model_path
-    from medgspo.train.backends import check_backend, check_training_kernels, log_model_notes
+    from medgspo.modeling.tiny_model import resolve_model_path
+    from medgspo.train.backends import check_backend
 
     validate_common(data_args, model_args, training_args.max_length)
     check_backend(model_args.backend)
@@ -129,27 +128,17 @@ def run_sft(
     train, held, summary = prepare_data(data_args, loaded, tokenizer, chat_format, training_args.max_length)
     if training_args.process_index == 0:
         write_jsonl(output_dir / EVAL_SPLIT_FILE, held)
-    train_ds = Dataset.from_list([chat_format.sft_example(r) for r in train])
-    eval_ds = Dataset.from_list([chat_format.sft_example(r) for r in held]) if held else None
+    datasets = [
+        Dataset.from_list([chat_format.sft_example(r) for r in part]) if part else None for part in (train, held)
+    ]
 
     # ---- training -----------------------------------------------------------------------------------------------
-    trainer = SFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[make_format_callback(chat_format, tokenizer)],
-    )
-    use_stage_console(trainer, "SFT")
-    log_model_notes(trainer.model)  # what the LoRA adapts per layer kind; GPU kernels to install
-    check_training_kernels(trainer.model)  # kernels that would refuse the backward pass: stop now, say why
+    trainer = ready_trainer(sft_trainer(model, peft_config, tokenizer, chat_format, training_args, *datasets), "SFT")
     announce(f"SFT: {len(train)} records, {training_args.num_train_epochs:g} epochs -> {output_dir}")
     resume = resume_point(training_args, output_dir)
-    before = trainer.evaluate() if eval_ds is not None and resume is None else {}
+    before = trainer.evaluate() if held and resume is None else {}
     result = trainer.train(resume_from_checkpoint=resume)
-    after = trainer.evaluate() if eval_ds is not None else {}
+    after = trainer.evaluate() if held else {}
 
     # ---- save ---------------------------------------------------------------------------------------------------
     summary.update(
@@ -165,6 +154,23 @@ def run_sft(
     if finish_stage(trainer, output_dir, SUMMARY_FILE, summary, chat_format=chat_format, tokenizer=tokenizer):
         announce(f"SFT done: loss {result.training_loss:.3f}, adapter saved to {output_dir}")
     return SFTResult(output_dir, summary, held, train)
+
+
+def sft_trainer(
+    model, peft_config, tokenizer, chat_format: ChatFormat, training_args: MedSFTConfig, train_ds, eval_ds
+):
+    """TRL's ``SFTTrainer``, with the chat files saved into every checkpoint."""
+    from trl import SFTTrainer
+
+    return SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[make_format_callback(chat_format, tokenizer)],
+    )
 
 
 class SFTConfigs(NamedTuple):

@@ -1,5 +1,7 @@
-"""The steps every training stage shares: where a run resumes, and saving what it trained.
+"""The steps every training stage shares: the trainer's console and checks, where a run resumes, saving what it
+trained.
 
+    ready_trainer(trainer, "SFT")                            # one progress bar; LoRA coverage; kernels that would fail
     resume = resume_point(training_args, output_dir)         # the last checkpoint with --resume, else None
     finish_stage(trainer, output_dir, summary_file, summary, chat_format=fmt, tokenizer=tok)
 
@@ -17,9 +19,21 @@ from typing import Any
 from medgspo.data.chat_format import ChatFormat
 from medgspo.train.callbacks import save_chat_files
 from medgspo.train.checkpoints import last_checkpoint
+from medgspo.utils.console import use_stage_console
 from medgspo.utils.io import write_json
 
 logger = logging.getLogger(__name__)
+
+
+def ready_trainer(trainer: Any, stage: str) -> Any:
+    """Our console for the trainer (one bar, one start and end line), a note of what the LoRA adapts per layer kind
+    and the GPU kernels to install, and a stop now for kernels that would refuse the backward pass."""
+    from medgspo.train.backends import check_training_kernels, log_model_notes
+
+    use_stage_console(trainer, stage)
+    log_model_notes(trainer.model)
+    check_training_kernels(trainer.model)
+    return trainer
 
 
 def resume_point(training_args: Any, output_dir: Path) -> str | None:

@@ -26,8 +26,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from medgspo.judge.parse import value_of
-from medgspo.judge.tiers import TIER_KEYS
+from medgspo.judge.rubric.parse import value_of
+from medgspo.judge.rubric.tiers import TIER_KEYS
 
 TIER_ORDER: tuple[float, ...] = tuple(TIER_KEYS.values())  # (2.0, 0.5, 0.0, -0.5, -1.0), best first
 LABELS: tuple[str, ...] = tuple(TIER_KEYS)  # ("+2.0", "+0.5", "0.0", "-0.5", "-1.0")

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from medgspo.errors import ConfigError
-from medgspo.judge.accounting import Judgment
+from medgspo.judge.api.accounting import Judgment
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``confusion_matrix.png`` of ``medgspo judge calibrate``: gold tiers down, the judge's verdicts across, counts in
 the cells and each row shaded by its share (so a 24-item tier and a 3-item tier read alike). Matplotlib's Agg
-canvas, no display needed; drawn from a :func:`medgspo.judge.calibration.summarize` dict.
+canvas, no display needed; drawn from a :func:`medgspo.judge.calibration.metrics.summarize` dict.
 """
 
 from __future__ import annotations

@@ -33,8 +33,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from medgspo.judge.accounting import JudgeStats, Judgment, usage_from_response
-from medgspo.judge.base import BaseJudge, Job
+from medgspo.judge.api.accounting import JudgeStats, Judgment, usage_from_response
+from medgspo.judge.api.base import BaseJudge, Job
+from medgspo.judge.api.retry import (
+    TransientError,
+    backoff_delay,
+    provider_message,
+    redact,
+    status_error,
+    within,
+)
 from medgspo.judge.config import JudgeConfig, JudgeFatalError
 from medgspo.judge.deepseek import (
     THINKING_OFF,
@@ -43,17 +51,9 @@ from medgspo.judge.deepseek import (
     retired_message,
     retired_replacement,
 )
-from medgspo.judge.parse import parse_verdict
-from medgspo.judge.prompt import build_messages, reask_messages
-from medgspo.judge.retry import (
-    TransientError,
-    backoff_delay,
-    provider_message,
-    redact,
-    status_error,
-    within,
-)
-from medgspo.judge.tiers import label_for
+from medgspo.judge.rubric.parse import parse_verdict
+from medgspo.judge.rubric.prompt import build_messages, reask_messages
+from medgspo.judge.rubric.tiers import label_for
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class OpenAIJudge(BaseJudge):
         return JudgeFatalError(self._redact(str(error)))
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds before retry ``attempt`` (:func:`~medgspo.judge.retry.backoff_delay` with this config)."""
+        """Seconds before retry ``attempt`` (:func:`~medgspo.judge.api.retry.backoff_delay` with this config)."""
         cfg = self.config
         return backoff_delay(
             attempt,

@@ -38,14 +38,14 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import NamedTuple
 
-from medgspo.judge.accounting import MANIPULATION_REASON, JudgeStats, Judgment
-from medgspo.judge.base import BaseJudge, Job
-from medgspo.judge.key_terms import key_term_verdict
-from medgspo.judge.manipulation import manipulation
-from medgspo.judge.prompt import JudgeItem
-from medgspo.judge.sanitize import clean, only_special_tokens
-from medgspo.judge.tiers import TIERS, label_for
-from medgspo.judge.vocabulary import looks_medical
+from medgspo.judge.api.accounting import JudgeStats, Judgment
+from medgspo.judge.api.base import BaseJudge, Job
+from medgspo.judge.reference.key_terms import key_term_verdict
+from medgspo.judge.reference.vocabulary import looks_medical
+from medgspo.judge.rubric.manipulation import MANIPULATION_REASON, manipulation
+from medgspo.judge.rubric.prompt import JudgeItem
+from medgspo.judge.rubric.sanitize import clean, only_special_tokens
+from medgspo.judge.rubric.tiers import TIERS, label_for
 
 logger = logging.getLogger(__name__)
 

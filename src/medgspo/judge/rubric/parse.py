@@ -28,7 +28,7 @@ import re
 import unicodedata
 from typing import Any, NamedTuple
 
-from medgspo.judge.tiers import TIERS, label_for
+from medgspo.judge.rubric.tiers import TIERS, label_for
 
 _VERDICT_KEYS = tuple(
     "label score tier verdict grade rating final_score final_label 评分 得分 分数 打分 等级 评级 判定 标签 结论".split()

@@ -1,6 +1,6 @@
 """``medgspo plan``: what a recipe will do before it runs, as text: batch arithmetic, judge calls and cost,
 clipping, memory, what the LoRA adapts per layer kind, and token budgets counted with a real tokenizer (the
-arithmetic lives in :mod:`.batching` and :mod:`.plan`).
+arithmetic lives in :mod:`medgspo.train.batching` and :mod:`medgspo.plan.estimates`).
 
     medgspo plan --config recipes/qwen3.5-4b-medical/gspo.yaml
     medgspo plan --config recipes/qwen3.5-4b-medical/gspo-paper.yaml --num_processes 4
@@ -17,16 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from medgspo.errors import ConfigError
-from medgspo.judge.deepseek import LIST_PRICES, PRICES_READ_ON, is_deepseek_host, is_deepseek_model, list_prices
-from medgspo.rewards import check_rewards
-from medgspo.train.batching import (
-    BatchPlan,
-    batch_plan,
-    clipping_can_act,
-    clipping_diagnosis,
-    judge_concurrency_per_process,
-)
-from medgspo.train.plan import (
+from medgspo.judge.deepseek import is_deepseek_host, is_deepseek_model
+from medgspo.judge.pricing import LIST_PRICES, PRICES_READ_ON, list_prices
+from medgspo.plan.estimates import (
     DTYPE_BYTES,
     JudgeCostPlan,
     ModelPlan,
@@ -36,6 +29,14 @@ from medgspo.train.plan import (
     model_plan,
     plan_tokenizer,
     token_budget,
+)
+from medgspo.rewards import check_rewards
+from medgspo.train.batching import (
+    BatchPlan,
+    batch_plan,
+    clipping_can_act,
+    clipping_diagnosis,
+    judge_concurrency_per_process,
 )
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def gspo_lines(
     cost: JudgeCostPlan | None,
     vllm_note: list[str],
 ) -> list[str]:
-    """The GSPO part of the plan as text lines."""
+    """The GSPO part of the plan as text lines: the batch, the judge, then GSPO's clipping."""
     weights = dict(
         zip(
             reward_args.reward_funcs,
@@ -77,7 +78,27 @@ def gspo_lines(
             strict=True,
         )
     )
-    lines = [
+    lines = batch_lines(plan, judge_config, weights) + judge_lines(plan, judge_config, cost, training_args.max_steps)
+    notes = clipping_diagnosis(
+        training_args.gradient_accumulation_steps,
+        training_args.steps_per_generation,
+        training_args.num_iterations,
+        training_args.importance_sampling_level,
+        training_args.loss_type,
+    )
+    lines.append(clipping_line(plan, training_args))
+    return lines + vllm_note + [f"note: {n}" for n in notes] + [f"problem: {p}" for p in plan.problems()]
+
+
+def batch_lines(plan: BatchPlan, judge_config: Any, weights: dict[str, float]) -> list[str]:
+    """Processes, effective batch, prompts and rollouts per step, judge calls and the rewards' weights."""
+    judge_calls = (
+        f"judge calls per optimizer step {plan.judge_calls_per_step:g} (backend {judge_config.judge_backend}, "
+        f"weight {weights['judge']:g})"
+        if "judge" in weights
+        else "judge calls per optimizer step 0 (no `judge` in --reward_funcs)"
+    )
+    return [
         f"processes                      {plan.num_processes}",
         f"effective batch                {plan.effective_batch} completions per optimizer step "
         f"({plan.per_device_batch} per device x {plan.gradient_accumulation_steps} accumulation x "
@@ -88,52 +109,47 @@ def gspo_lines(
         f"optimizer steps per rollout    {plan.optimizer_steps_per_generation:g}",
         f"rollouts per optimizer step    {plan.judge_calls_per_step:g} (at most "
         f"{plan.rollout_tokens_per_step:,.0f} generated tokens)",
-        f"judge calls per optimizer step {plan.judge_calls_per_step:g} (backend {judge_config.judge_backend}, "
-        f"weight {weights['judge']:g})"
-        if "judge" in weights
-        else "judge calls per optimizer step 0 (no `judge` in --reward_funcs)",
+        judge_calls,
         f"rewards                        {', '.join(f'{n} x {w:g}' for n, w in weights.items())}",
     ]
-    per_process = judge_concurrency_per_process(judge_config.judge_concurrency, plan.num_processes, plan.local_rollouts)
-    lines.append(
+
+
+def judge_lines(plan: BatchPlan, judge_config: Any, cost: JudgeCostPlan | None, max_steps: int | None) -> list[str]:
+    """The judge's concurrency per process, its tokens and cost per call, per 1,000 steps and for this run."""
+    cap = judge_config.judge_concurrency
+    per_process = judge_concurrency_per_process(cap, plan.num_processes, plan.local_rollouts)
+    lines = [
         f"judge concurrency              {per_process} per process x {plan.num_processes} = "
-        f"{per_process * plan.num_processes} in flight (provider cap --judge_concurrency {judge_config.judge_concurrency})"
-    )
+        f"{per_process * plan.num_processes} in flight (provider cap --judge_concurrency {cap})"
+    ]
     if judge_config.judge_backend == "reference":
-        lines.append("judge cost                     $0 (the offline reference judge makes no API calls)")
-    elif cost is not None:
-        prices = judge_config.prices
-        lines += [
-            f"judge tokens per call          ~{cost.prompt_tokens:,.0f} prompt (~{cost.cached_tokens:,.0f} of them "
-            f"prefix-cache hits) + ~{cost.output_tokens:g} output",
-            f"judge cost                     ${cost.cost_per_call:.6f} per call, ${cost.cost_per_1000_steps:,.2f} per "
-            f"1,000 optimizer steps (USD per M tokens: in {prices.input_per_mtok:g}, cached "
-            f"{prices.cached_input_per_mtok:g}, out {prices.output_per_mtok:g})",
-        ]
-        lines += deepseek_cost_lines(judge_config, cost)
-        if training_args.max_steps and training_args.max_steps > 0:
-            lines.append(
-                f"judge cost of this run         ${cost.cost_per_call * cost.calls_per_step * training_args.max_steps:,.2f}"
-                f" for max_steps {training_args.max_steps}"
-            )
-    notes = clipping_diagnosis(
-        training_args.gradient_accumulation_steps,
-        training_args.steps_per_generation,
-        training_args.num_iterations,
-        training_args.importance_sampling_level,
-        training_args.loss_type,
+        return [*lines, "judge cost                     $0 (the offline reference judge makes no API calls)"]
+    if cost is None:
+        return lines
+    prices = judge_config.prices
+    lines += [
+        f"judge tokens per call          ~{cost.prompt_tokens:,.0f} prompt (~{cost.cached_tokens:,.0f} of them "
+        f"prefix-cache hits) + ~{cost.output_tokens:g} output",
+        f"judge cost                     ${cost.cost_per_call:.6f} per call, ${cost.cost_per_1000_steps:,.2f} per "
+        f"1,000 optimizer steps (USD per M tokens: in {prices.input_per_mtok:g}, cached "
+        f"{prices.cached_input_per_mtok:g}, out {prices.output_per_mtok:g})",
+        *deepseek_cost_lines(judge_config, cost),
+    ]
+    if max_steps and max_steps > 0:
+        run_cost = cost.cost_per_call * cost.calls_per_step * max_steps
+        lines.append(f"judge cost of this run         ${run_cost:,.2f} for max_steps {max_steps}")
+    return lines
+
+
+def clipping_line(plan: BatchPlan, training_args: Any) -> str:
+    """Whether GSPO's clipping can act with this batch arithmetic (it cannot when every update is on-policy)."""
+    if not clipping_can_act(plan.gradient_accumulation_steps, plan.steps_per_generation, plan.num_iterations):
+        return "clipping can act               NO: every update is on-policy, the sequence ratio is exactly 1"
+    return (
+        f"clipping can act               yes: {plan.optimizer_steps_per_generation:g} optimizer steps per rollout "
+        f"batch, steps after the first are off-policy (clip range 1-{training_args.epsilon:g} .. "
+        f"1+{training_args.epsilon_high or training_args.epsilon:g})"
     )
-    lines.append(
-        "clipping can act               "
-        + (
-            "NO: every update is on-policy, the sequence ratio is exactly 1"
-            if not clipping_can_act(plan.gradient_accumulation_steps, plan.steps_per_generation, plan.num_iterations)
-            else f"yes: {plan.optimizer_steps_per_generation:g} optimizer steps per rollout batch, steps after the "
-            f"first are off-policy (clip range 1-{training_args.epsilon:g} .. "
-            f"1+{training_args.epsilon_high or training_args.epsilon:g})"
-        )
-    )
-    return lines + vllm_note + [f"note: {n}" for n in notes] + [f"problem: {p}" for p in plan.problems()]
 
 
 def vllm_lines(training_args: Any, judge_config: Any, num_processes: int) -> list[str]:

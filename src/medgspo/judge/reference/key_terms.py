@@ -3,7 +3,7 @@
 Bundled records carry two optional fields written by the medgspo authors (:mod:`medgspo.data.records` validates
 them): ``key_terms``, the decisive words of the answer (a diagnosis, a drug, a procedure; each occurs verbatim in
 ``Response``), and ``ruled_out``, the alternatives the reasoning rejects (each occurs in ``Complex_CoT`` and not in
-``Response``). The offline reference judge (:mod:`medgspo.judge.reference`) uses them through
+``Response``). The offline reference judge (:mod:`medgspo.judge.reference.heuristic`) uses them through
 :func:`key_term_verdict`:
 
 * ``A`` (+2.0): every key term is *asserted* the way the reference asserts it, and no ruled-out alternative is;

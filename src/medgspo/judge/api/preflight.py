@@ -28,10 +28,10 @@ import logging
 import time
 from typing import Any
 
-from medgspo.judge.client import request_fields, resolve_key, thinking_params
+from medgspo.judge.api.client import request_fields, resolve_key, thinking_params
+from medgspo.judge.api.retry import provider_message, redact, status_error, within
 from medgspo.judge.config import JudgeConfig, JudgeFatalError
 from medgspo.judge.deepseek import is_deepseek_host, retired_message, retired_replacement
-from medgspo.judge.retry import provider_message, redact, status_error, within
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 :class:`JudgeStats` is filled per batch and merged into a run-level object; :meth:`JudgeStats.metrics` gives the
 scalars that the GSPO reward logs and :func:`summary_lines` the text the CLI prints. Costs are estimates from
-configurable prices per million tokens (:class:`Prices`); provider cache-hit tokens (DeepSeek's
+prices per million tokens (:class:`~medgspo.judge.pricing.Prices`); provider cache-hit tokens (DeepSeek's
 ``usage.prompt_cache_hit_tokens``, OpenAI/vLLM's ``usage.prompt_tokens_details.cached_tokens``) are billed at the
 cached-input price. Everything here is pure.
 """
@@ -14,10 +14,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from medgspo.judge.tiers import TIERS
+from medgspo.judge.pricing import Prices
+from medgspo.judge.rubric.manipulation import MANIPULATION_REASON
+from medgspo.judge.rubric.tiers import TIERS
 from medgspo.utils.stats import quantile
-
-MANIPULATION_REASON = "manipulation rule"  # the start of a rule-scored judgment's reason when the answer manipulates
 
 
 @dataclass
@@ -47,28 +47,6 @@ class Usage(NamedTuple):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
-
-
-@dataclass(frozen=True)
-class Prices:
-    """USD per million tokens: fresh input, cached input (provider prefix-cache hits) and output."""
-
-    input_per_mtok: float
-    cached_input_per_mtok: float
-    output_per_mtok: float
-
-    def cost(self, prompt_tokens: int, cached_prompt_tokens: int, completion_tokens: int) -> float:
-        """Estimated USD; cached tokens are part of ``prompt_tokens`` and billed at the cached price.
-
-        >>> round(Prices(0.28, 0.028, 0.42).cost(1_000_000, 500_000, 100_000), 4)  # 0.5*0.28 + 0.5*0.028 + 0.1*0.42
-        0.196
-        """
-        fresh = max(prompt_tokens - cached_prompt_tokens, 0)
-        return (
-            fresh * self.input_per_mtok
-            + cached_prompt_tokens * self.cached_input_per_mtok
-            + completion_tokens * self.output_per_mtok
-        ) / 1e6
 
 
 def usage_from_response(data: dict[str, Any]) -> Usage:

@@ -1,4 +1,4 @@
-"""``medgspo plan``: what a recipe will do before it runs: batch arithmetic, judge calls and cost, clipping, memory.
+"""The arithmetic behind ``medgspo plan`` (pure): token budgets, judge calls and cost, memory, parameter counts.
 
     medgspo plan --config recipes/qwen3.5-4b-medical/gspo.yaml
     medgspo plan --config recipes/qwen3.5-4b-medical/gspo-paper.yaml --num_processes 4
@@ -66,7 +66,7 @@ class JudgeCostPlan:
 def judge_prompt_tokens(question: str, reference: str, answer_chars: int) -> tuple[float, float]:
     """``(prompt tokens, prefix tokens)`` of one judge request whose candidate answer has ``answer_chars`` Chinese
     characters; the prefix is everything before the candidate (the same for every completion of a prompt)."""
-    from medgspo.judge.prompt import build_messages
+    from medgspo.judge.rubric.prompt import build_messages
 
     system, user = build_messages(question, reference, CANDIDATE_SENTINEL)
     before, _, after = user["content"].partition(CANDIDATE_SENTINEL)
@@ -170,9 +170,9 @@ def plan_tokenizer(model_name: str | None, text_config: Any | None) -> tuple[Any
     package, else ``None``."""
     from transformers import AutoTokenizer
 
-    from medgspo.data.qwen_tokenizer import QWEN_TOKENIZER, resolve_tokenizer_path
     from medgspo.errors import ConfigError
     from medgspo.modeling.loading import local_path
+    from medgspo.modeling.qwen_tokenizer import QWEN_TOKENIZER, resolve_tokenizer_path
 
     try:
         return AutoTokenizer.from_pretrained(local_path(model_name), local_files_only=True), "the model's tokenizer"

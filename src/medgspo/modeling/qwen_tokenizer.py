@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medgspo.data.tiny_model import CHAT_TEMPLATE_FILE
+from medgspo.modeling.tiny_model import CHAT_TEMPLATE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def ensure_qwen_tokenizer(path: str | Path | None = None) -> Path:
 def resolve_tokenizer_path(name_or_path: str) -> str:
     """``qwen3.5`` means the tokenizer built from ``qwen_tokenizer`` (built once); ``tiny`` or nothing the tiny
     model's; anything else (a folder, a Hub id) is returned as is."""
-    from medgspo.data.tiny_model import resolve_model_path
+    from medgspo.modeling.tiny_model import resolve_model_path
 
     if name_or_path == QWEN_TOKENIZER:
         return str(ensure_qwen_tokenizer())

@@ -9,9 +9,12 @@ adapter in the layout ``vllm serve --enable-lora`` needs for that base (``--merg
 the hub checkpoint, so the vision tower is kept and the folder replaces the base anywhere: ``vllm serve DIR``,
 ``AutoModelForCausalLM.from_pretrained``, ``medgspo chat --model DIR``, llama.cpp's ``convert_hf_to_gguf.py``), the
 adapter is loaded on it whatever layout it was saved in (:mod:`medgspo.modeling.adapters`), merged in float32 on
-the CPU and cast to ``--dtype`` (default: the base's dtype). The multi-token-prediction weights (``mtp.*``) of the
-hub checkpoint are not carried over (transformers does not load them). The folder holds the weights, configs, the
-tokenizer with its chat template, ``chat_format.json`` and ``medgspo_export.json`` (where it came from).
+the CPU and cast to ``--dtype`` (default: the base's dtype). The weights outside the language model -- the hub
+checkpoint's multi-token-prediction ``mtp.*`` (transformers does not load them; vLLM's speculative decoding does) and
+the vision tower -- are copied from the base unchanged, byte for byte, with the base's generation, processor and
+chat-template files (:mod:`medgspo.publish.base_weights`). The folder holds the weights, configs, the tokenizer with
+its chat template, ``chat_format.json`` and ``medgspo_export.json`` (where it came from, what was merged, what was
+copied).
 
 **Adapter** (``--merge false``): the adapter's weights renamed for the base checkpoint's own class, e.g.
 ``base_model.model.model.language_model.layers...`` for ``Qwen3_5ForConditionalGeneration``. vLLM maps exactly
@@ -24,7 +27,6 @@ The flags live in :mod:`medgspo.serve.cli`.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from medgspo.data.chat_format import ChatFormat
@@ -38,6 +40,7 @@ from medgspo.modeling.loading import (
     load_base_model,
     local_path,
 )
+from medgspo.publish.base_weights import base_files_dir, copy_base_files, group_counts, keep_base_weights
 from medgspo.serve.engine import first_line
 from medgspo.utils.io import write_json
 
@@ -45,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 INFO_FILE = "medgspo_export.json"
-PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json")
 
 
 def merge_adapter(
@@ -74,20 +76,48 @@ def merge_adapter(
     except (OSError, ValueError, RuntimeError) as exc:  # missing files, or an adapter made for another model
         raise ModelLoadError(f"cannot load {base!r} + adapter {str(adapter)!r}: {first_line(exc)}") from exc
     target_dtype = _target_dtype(dtype, AutoConfig.from_pretrained(base_path))  # the checkpoint's, not float32
+    adapted = adapted_modules(peft_model)
     merged = peft_model.merge_and_unload().to(target_dtype)
     merged.config.dtype = target_dtype
     output.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(output)
     tokenizer_src = adapter if (adapter / "tokenizer_config.json").is_file() else base_path
     AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(output)
-    for name in PROCESSOR_FILES:  # image input keeps working with a local vision-language base
-        if (Path(base_path) / name).is_file():
-            shutil.copy2(Path(base_path) / name, output / name)
     ChatFormat.load(adapter).save(output)
-    info = {"base_model": base, "adapter": str(adapter), "dtype": str(target_dtype).removeprefix("torch.")}
+    base_dir = base_files_dir(base, base_path)
+    copied = keep_base_weights(base_dir, output, language_prefixes(merged), adapted)
+    info = {
+        "base_model": base,
+        "adapter": str(adapter),
+        "dtype": str(target_dtype).removeprefix("torch."),
+        "merged": {"into": language_prefixes(merged), "adapted_modules": _module_kinds(adapted)},
+        "copied": {"tensors": group_counts(copied), "files": copy_base_files(base_dir, output)},
+    }
     write_json(output / INFO_FILE, info)
     logger.info("Merged model (%s) saved to %s", type(merged).__name__, output)
     return output
+
+
+def adapted_modules(peft_model) -> tuple[str, ...]:
+    """The modules the adapter changes (LoRA-wrapped or trained whole), named as in the merged model."""
+    prefix = "base_model.model."
+    names = set()
+    for name, module in peft_model.named_modules():
+        if hasattr(module, "lora_A") or type(module).__name__ == "ModulesToSaveWrapper":
+            names.add(name.removeprefix(prefix))
+    return tuple(sorted(names))
+
+
+def language_prefixes(model) -> tuple[str, ...]:
+    """Where the language model's weights live in ``model``'s state dict (``model.language_model.``, ``lm_head.``)."""
+    decoder = model.get_decoder()
+    name = next(n for n, m in model.named_modules() if m is decoder)
+    return (f"{name}.", "lm_head.")
+
+
+def _module_kinds(names) -> list[str]:
+    """``model.layers.0.self_attn.q_proj`` -> ``q_proj``: which kinds of module the adapter changed."""
+    return sorted({n.rsplit(".", 1)[-1] for n in names})
 
 
 def _export_adapter(base: str, base_path: str, adapter: Path, output: Path) -> Path:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import re
 
-from medgspo.judge.sanitize import JUDGE_TAGS, TURN_OPENERS, fold
+from medgspo.judge.rubric.sanitize import JUDGE_TAGS, TURN_OPENERS, fold
+
+MANIPULATION_REASON = "manipulation rule"  # the start of a rule-scored judgment's reason when the answer manipulates
 
 _TIER_VALUE = r"(?:[A-E](?![A-Za-z])|[+\-]?(?:2(?:\.0+)?|0\.5|0(?:\.0+)?|1(?:\.0+)?)(?![\d.])\s*分?|满分)"
 _KEYS_ZH = r"评分|得分|分数|打分|等级|评级|判定|标签|评定|评价等级"

@@ -32,10 +32,10 @@ from typing import Any
 
 from medgspo.data.records import DataError, Problem
 from medgspo.errors import ConfigError, UserError
-from medgspo.judge.accounting import JudgeStats, Judgment
-from medgspo.judge.calibration import LABELS, NONE_COLUMN, adversarial_summary, summarize, tier_value
+from medgspo.judge.api.accounting import JudgeStats, Judgment
+from medgspo.judge.api.preflight import preflight
+from medgspo.judge.calibration.metrics import LABELS, NONE_COLUMN, adversarial_summary, summarize, tier_value
 from medgspo.judge.config import JudgeConfig
-from medgspo.judge.preflight import preflight
 from medgspo.utils.io import write_json, write_jsonl
 from medgspo.utils.paths import DATA_DIR
 
@@ -122,7 +122,7 @@ def calibrate(args: CalibrateArguments, config: JudgeConfig) -> dict[str, Any]:
         write_json(out / "calibration.json", summary)
     except OSError as exc:
         raise UserError(f"cannot write --output {out}: {exc}") from None
-    from medgspo.judge.calibration_plot import plot_confusion
+    from medgspo.judge.calibration.plot import plot_confusion
 
     plot_confusion(summary, out / "confusion_matrix.png")
     return summary
@@ -158,7 +158,7 @@ async def _judge_pass(
     """One judgment of every row with a fresh judge (its stats merged into ``stats``)."""
     from tqdm.auto import tqdm
 
-    from medgspo.judge import make_judge
+    from medgspo.judge.backends import make_judge
 
     judge = make_judge(config)
     items = [
@@ -188,7 +188,7 @@ def _output_row(row: dict[str, Any], judgments: list[Judgment], repeats: int) ->
 
 def _run_facts(args: CalibrateArguments, config: JudgeConfig, stats: JudgeStats, wall_s: float) -> dict[str, Any]:
     """What was judged, by which judge, and what it cost (all repeats together)."""
-    from medgspo.judge.prompt import load_rubric
+    from medgspo.judge.rubric.prompt import load_rubric
 
     judge = {"backend": config.judge_backend, "rubric": load_rubric(config.judge_rubric).version}
     if config.judge_backend != "reference":

@@ -1,0 +1,1 @@
+"""Measuring a judge against labelled verdicts: the run, the metrics, the confusion-matrix plot."""

@@ -1,0 +1,1 @@
+"""The rubric: the tiers, the prompt and its defences, the verdict parser (pure)."""
