@@ -35,7 +35,7 @@ from medgspo.train.batching import (
     BatchPlan,
     batch_plan,
     clipping_can_act,
-    clipping_diagnosis,
+    clipping_notes,
     judge_concurrency_per_process,
 )
 
@@ -79,13 +79,7 @@ def gspo_lines(
         )
     )
     lines = batch_lines(plan, judge_config, weights) + judge_lines(plan, judge_config, cost, training_args.max_steps)
-    notes = clipping_diagnosis(
-        training_args.gradient_accumulation_steps,
-        training_args.steps_per_generation,
-        training_args.num_iterations,
-        training_args.importance_sampling_level,
-        training_args.loss_type,
-    )
+    notes = clipping_notes(training_args)
     lines.append(clipping_line(plan, training_args))
     return lines + vllm_note + [f"note: {n}" for n in notes] + [f"problem: {p}" for p in plan.problems()]
 

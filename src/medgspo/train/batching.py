@@ -23,6 +23,17 @@ def clipping_can_act(gradient_accumulation_steps: int, steps_per_generation: int
     return spg * num_iterations > gradient_accumulation_steps
 
 
+def clipping_notes(training_args: Any) -> list[str]:
+    """:func:`clipping_diagnosis` for a ``GRPOConfig`` (what ``gspo`` logs and ``plan`` prints)."""
+    return clipping_diagnosis(
+        training_args.gradient_accumulation_steps,
+        training_args.steps_per_generation,
+        training_args.num_iterations,
+        training_args.importance_sampling_level,
+        training_args.loss_type,
+    )
+
+
 def clipping_diagnosis(
     gradient_accumulation_steps: int,
     steps_per_generation: int | None,

@@ -28,7 +28,7 @@ from medgspo.judge.config import JudgeConfig
 from medgspo.modeling.tiny_model import TINY_MODEL
 from medgspo.rewards import RewardArguments, check_rewards, find_judge, get_reward_funcs
 from medgspo.rewards.judge import JudgeReward
-from medgspo.train.batching import clipping_diagnosis, judge_concurrency_per_process
+from medgspo.train.batching import clipping_notes, judge_concurrency_per_process
 from medgspo.train.callbacks import make_format_callback, make_metrics_callback
 from medgspo.train.configs import MedGSPOConfig, MedModelConfig, validate_common
 from medgspo.train.stage import finish_stage, ready_trainer, resume_point
@@ -78,7 +78,7 @@ def run_gspo(
     """Train the GSPO adapter and save it, with metrics and plots, to ``training_args.output_dir``."""
     from datasets import Dataset
 
-    clipping_notes = check_gspo(data_args, reward_args, training_args, model_args)
+    notes = check_gspo(data_args, reward_args, training_args, model_args)
     if "judge" in reward_args.reward_funcs and not judge_checked:  # a bad key or balance stops here, before a model
         preflight(judge_config)
     output_dir = Path(training_args.output_dir)
@@ -116,7 +116,7 @@ def run_gspo(
     main_process = trainer.is_world_process_zero()
     plots = plot_training(metrics_path, output_dir / "plots") if main_process else []
     summary = gspo_summary(result, policy, model_args, training_args, reward_args, judge_config, judge)
-    summary.update(train_prompts=len(train), held_out=len(held), resumed_from=resume, clipping_notes=clipping_notes)
+    summary.update(train_prompts=len(train), held_out=len(held), resumed_from=resume, clipping_notes=notes)
     summary.update(plots=[str(p) for p in plots], judge={**summary["judge"], "concurrency": concurrency})
     if finish_stage(
         trainer, output_dir, SUMMARY_FILE, summary, chat_format=policy.chat_format, tokenizer=policy.tokenizer
@@ -136,13 +136,7 @@ def check_gspo(
     check_backend(model_args.backend)
     check_rollout_engine(training_args, model_args.backend)
     training_args.reward_weights = check_rewards(reward_args.reward_funcs, training_args.reward_weights)
-    notes = clipping_diagnosis(
-        training_args.gradient_accumulation_steps,
-        training_args.steps_per_generation,
-        training_args.num_iterations,
-        training_args.importance_sampling_level,
-        training_args.loss_type,
-    )
+    notes = clipping_notes(training_args)
     for note in notes:
         logger.warning(note)
     return notes
