@@ -17,6 +17,7 @@ import importlib.metadata
 import inspect
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -132,7 +133,9 @@ def record_trl_timings() -> list[tuple[str, float, float]]:
     original = profiling.ProfilingContext._log_metrics
 
     def log_metrics(self, duration: float) -> None:
-        events.append((self.name, time.perf_counter(), duration))
+        # TRL names a timing after the trainer's class: medgspo's GRPOTrainer subclass reports as GRPOTrainer
+        name = re.sub(r"^\w*GRPOTrainer\.", "GRPOTrainer.", self.name)
+        events.append((name, time.perf_counter(), duration))
         original(self, duration)
 
     profiling.ProfilingContext._log_metrics = log_metrics

@@ -71,6 +71,14 @@ class MedGSPOConfig(GRPOConfig):
     sft_adapter: str | None = field(default=None, metadata={"help": "SFT adapter folder to continue from."})
     resume: bool = field(default=False, metadata={"help": "Resume from the last checkpoint in output_dir."})
     max_prompts: int | None = field(default=None, metadata={"help": "Use at most this many training prompts."})
+    merge_adapter_for_rollouts: bool = field(
+        default=False,
+        metadata={"help": "transformers rollouts: merge the LoRA into the weights while generating, unmerge after."},
+    )
+    rollout_compile: bool = field(
+        default=False,
+        metadata={"help": "transformers rollouts: compile the decode step (CUDA; with cache_implementation: static)."},
+    )
 
 
 def validate_common(data: DataArguments, model: ModelConfig, max_length: int | None) -> None:

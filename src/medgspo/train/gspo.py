@@ -198,10 +198,11 @@ def share_judge_cap(judge: JudgeReward | None, judge_config: JudgeConfig, traini
 def make_trainer(
     policy: Policy, reward_funcs: list, training_args: MedGSPOConfig, train_ds: Any, metrics_path: Path, judge: Any
 ):
-    """TRL's ``GRPOTrainer`` with our console, the chat files in every checkpoint and ``metrics.jsonl``."""
-    from trl import GRPOTrainer
+    """TRL's ``GRPOTrainer`` (with our rollout switches, :mod:`medgspo.train.rollouts`), our console, the chat files in
+    every checkpoint and ``metrics.jsonl``."""
+    from medgspo.train.rollouts import make_trainer_class
 
-    trainer = GRPOTrainer(
+    trainer = make_trainer_class()(
         model=policy.model,
         reward_funcs=reward_funcs,
         args=training_args,
