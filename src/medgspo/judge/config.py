@@ -12,7 +12,6 @@ client is built; it is never a field, never logged and never saved.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -30,6 +29,7 @@ from medgspo.judge.pricing import (
 )
 from medgspo.judge.rubric.prompt import DEFAULT_RUBRIC, RUBRICS
 from medgspo.judge.rubric.tiers import TIERS
+from medgspo.utils.cli import json_object
 
 BACKENDS = ("openai", "local", "reference")
 DEEPSEEK_BASE_URL = "https://api.deepseek.com"
@@ -128,7 +128,7 @@ class JudgeConfig:
         if self.judge_undecided_score is not None and self.judge_backend != "reference":
             raise ConfigError("--judge_undecided_score only applies to --judge_backend reference")
         if isinstance(self.judge_extra_body, str):
-            self.judge_extra_body = _json_object(self.judge_extra_body, "--judge_extra_body")
+            self.judge_extra_body = json_object(self.judge_extra_body, "--judge_extra_body")
 
     def _check_choices(self) -> None:
         for name, allowed in (
@@ -199,13 +199,3 @@ RECORD_NAMES = {"judge_cache": "cache_path", "judge_undecided_score": "reference
 def _at_least(config: JudgeConfig, name: str, low: int) -> None:
     if getattr(config, name) < low:
         raise ConfigError(f"--{name} must be >= {low} (got {getattr(config, name)})")
-
-
-def _json_object(text: str, flag: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{flag} must be a JSON object (got {text!r})")
-    return value

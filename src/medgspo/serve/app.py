@@ -27,7 +27,7 @@ from typing import Any
 from medgspo.serve import redact
 from medgspo.serve.batcher import Batcher
 from medgspo.serve.config import ServerConfig
-from medgspo.serve.endpoints import Endpoints
+from medgspo.serve.endpoints import Endpoints, json_response
 from medgspo.serve.engine import ChatEngine
 from medgspo.serve.protocol import APIError
 from medgspo.utils.paths import RESOURCES
@@ -58,16 +58,16 @@ class _API:
         return web.Response(body=self.page, content_type="text/html", charset="utf-8", headers=headers)
 
     async def health(self, request):
-        return _json({"status": "ok", "model": self.config.model_id, **self.batcher.health()})
+        return json_response({"status": "ok", "model": self.config.model_id, **self.batcher.health()})
 
     async def models(self, request):
-        return _json({"object": "list", "data": [self._model_card()]})
+        return json_response({"object": "list", "data": [self._model_card()]})
 
     async def model(self, request):
         name = request.match_info["model"]
         if name != self.config.model_id:
             raise APIError(404, f"The model `{name}` does not exist.", param="model", code="model_not_found")
-        return _json(self._model_card())
+        return json_response(self._model_card())
 
     def _model_card(self) -> dict[str, Any]:
         return {"id": self.config.model_id, "object": "model", "created": self.created, "owned_by": "medgspo"}
@@ -126,12 +126,6 @@ def body_problem(body: Any) -> str | None:
     return None
 
 
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None):
-    from aiohttp import web
-
-    return web.json_response(data, status=status, headers=headers, dumps=partial(json.dumps, ensure_ascii=False))
-
-
 # ---- middlewares ------------------------------------------------------------------------------------------------
 def _middlewares(config: ServerConfig) -> list[Any]:
     from aiohttp import web
@@ -141,24 +135,24 @@ def _middlewares(config: ServerConfig) -> list[Any]:
         try:
             return await handler(request)
         except APIError as exc:
-            return _json(exc.body(), exc.status, exc.headers)
+            return json_response(exc.body(), exc.status, exc.headers)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             code = exc.reason.lower().replace(" ", "_")
             error = APIError(exc.status, f"{exc.reason}: {request.method} {request.path}", code=code)
-            return _json(error.body(), exc.status)
+            return json_response(error.body(), exc.status)
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:
             logger.exception("Unexpected error on %s %s", request.method, request.path)
-            return _json(APIError(500, "Internal server error.", type="server_error").body(), 500)
+            return json_response(APIError(500, "Internal server error.", type="server_error").body(), 500)
 
     @web.middleware
     async def auth(request, handler):
         if config.api_key and request.path.startswith("/v1/") and not _authorized(request, config.api_key):
             message = "Missing or incorrect API key; send `Authorization: Bearer <key>`."
-            return _json(APIError(401, message, code="invalid_api_key").body(), 401)
+            return json_response(APIError(401, message, code="invalid_api_key").body(), 401)
         return await handler(request)
 
     return [errors, auth]

@@ -12,7 +12,6 @@ text and UTF-8 bytes (a Chinese character may span two tokens, so a token's text
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ from medgspo.serve.config import TEMPLATE_KWARGS, ServerConfig, template_kwarg_p
 from medgspo.serve.engine import GenerationResult
 from medgspo.serve.protocol import (
     APIError,
+    Describe,
     Generation,
     check_body,
     field_value,
@@ -31,8 +31,6 @@ from medgspo.serve.sampling import TokenLogprob
 from medgspo.serve.streaming import split_text
 
 ROLES = ("system", "developer", "user", "assistant")
-
-Describe = Callable[[int], tuple[str, list[int]]]  # token id -> (its text, its UTF-8 bytes)
 
 
 @dataclass

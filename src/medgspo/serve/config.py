@@ -10,12 +10,12 @@ flag, never logged and never printed. ``served_model_name`` defaults to the adap
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from medgspo.errors import ConfigError
+from medgspo.utils.cli import json_object
 
 TEMPLATE_KWARGS = {"enable_thinking": bool}  # the chat template keywords a request may set (vLLM's switch)
 
@@ -116,12 +116,7 @@ def _template_kwargs(value: dict | str | None) -> dict[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            raise ConfigError(f"{flag} must be a JSON object")
+        value = json_object(value, flag)
     for key, item in value.items():
         if (problem := template_kwarg_problem(key, item)) is not None:
             raise ConfigError(f"{flag} {key} {problem}")

@@ -74,8 +74,8 @@ class Endpoints:
                 return response
             results = await self._results(request, completion_id, channel)
             if results is None:
-                return _json({}, 499)
-            return _json(chat_body(completion_id, self.config.model_id, results, self.engine.describe_token))
+                return json_response({}, 499)
+            return json_response(chat_body(completion_id, self.config.model_id, results, self.engine.describe_token))
 
     async def _stream_chat(self, request, response, chat, completion_id: str, channel: JobChannel) -> None:
         chunk = partial(chunk_body, completion_id, self.config.model_id)
@@ -130,7 +130,7 @@ class Endpoints:
                 return response
             results = await self._results(request, completion_id, channel)
             if results is None:
-                return _json({}, 499)
+                return json_response({}, 499)
             choices = [
                 text_choice(
                     i, echoes[i // n] + r.text, r.finish_reason, self._text_logprobs(completion, r, prompts[i // n])
@@ -139,7 +139,7 @@ class Endpoints:
             ]
             tokens = {"prompt_tokens": sum(map(len, prompts))}
             counted = usage(results, tokens["prompt_tokens"])
-            return _json(text_body(completion_id, self.config.model_id, choices, counted))
+            return json_response(text_body(completion_id, self.config.model_id, choices, counted))
 
     def _echo(self, prompt: str | list[int], ids: list[int]) -> str:
         return prompt if isinstance(prompt, str) else self.engine.tokenizer.decode(ids)
@@ -264,7 +264,8 @@ async def _write_quietly(response, data: bytes) -> None:
         pass
 
 
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None):
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None):
+    """A JSON response with Chinese text as it is (not ``\\u`` escapes); every route of the app answers with it."""
     import json
 
     from aiohttp import web

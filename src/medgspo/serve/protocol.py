@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from medgspo.serve.sampling import LogitRules
 
 logger = logging.getLogger(__name__)
 
+Describe = Callable[[int], tuple[str, list[int]]]  # token id -> (its text, its UTF-8 bytes), for logprobs
 MAX_STOP = 4  # OpenAI's limit on stop strings
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs (chat); vLLM takes the same on /v1/completions
 MAX_LOGIT_BIAS = 1024  # entries in one logit_bias (ours: OpenAI documents no count)

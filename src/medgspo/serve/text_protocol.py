@@ -11,13 +11,14 @@ log-probability of every prompt token, so a harness scores answer options by the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from medgspo.serve.config import ServerConfig
 from medgspo.serve.protocol import (
     APIError,
+    Describe,
     Generation,
     check_body,
     field_value,
@@ -30,7 +31,6 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 MAX_LOGPROBS = 20  # vLLM's limit (OpenAI's is 5)
 
 Prompt = str | list[int]
-Describe = Callable[[int], tuple[str, list[int]]]  # token id -> (its text, its UTF-8 bytes)
 
 
 @dataclass

@@ -144,3 +144,20 @@ def list_fields(dataclass_types: Sequence[type]) -> list[str]:
 def _is_flag(arg: str) -> bool:
     """``--x``/``-x`` but not a lone ``-`` (a value: no adapter) or a negative number."""
     return arg.startswith("-") and len(arg) > 1 and not arg[1:].replace(".", "", 1).isdigit()
+
+
+def json_object(text: str, flag: str) -> dict[str, Any]:
+    """A flag given as a JSON object (``--judge_extra_body '{"top_k": 1}'``); ``ConfigError`` naming the flag.
+
+    >>> json_object('{"enable_thinking": false}', "--x")
+    {'enable_thinking': False}
+    """
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a JSON object (got {text!r})")
+    return value
