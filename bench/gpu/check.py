@@ -8,16 +8,18 @@
     python bench/gpu/check.py --tiny --out runs/gpu-check-tiny   # the same on a CPU at toy sizes (the test runs it)
 
 It builds a random-init model with the real Qwen3.5-4B text configuration (bf16, on the GPU; no weights are
-downloaded), then runs, for each kernel variant (``fla``: flash-linear-attention's gated-DeltaNet kernels as
-transformers picks them; ``torch``: fla blocked, transformers' PyTorch fallback), a few steps of
+downloaded), then measures the rollouts (``rollout.py``: ms per batched decode step at 8 rows x 1024 new tokens for
+``today``, ``merged``, ``fla_forward`` and ``compiled``, each against the floor of reading the weights once per step
+at the GPU's bandwidth; fla's gradients and log-probs against the PyTorch reference on the device), then for each
+variant (``fast``: every rollout switch on; ``fla``: the recipe as it is; ``torch``: fla blocked) a few steps of
 ``medgspo sft --config recipes/qwen3.5-4b-medical/sft.yaml`` and of ``medgspo gspo --config .../gspo.yaml`` (G=4,
 effective batch 8, completions up to 1024 tokens) with the judge served by a fake OpenAI-compatible server on
-127.0.0.1. Each step runs in a child process (clean GPU memory figures, and a child that hangs is killed at the
+127.0.0.1. Each part runs in a child process (clean GPU memory figures, and a child that hangs is killed at the
 deadline). Everything stops before ``--deadline_s`` (default 420 s); what was measured by then is written.
 
-Output: ``OUT/gpu_check.json`` (step times of SFT, GSPO generation vs training, peak GPU memory per stage, rollout
-tokens/s, judge calls and latency, kernels used, versions, the machine), ``OUT/logs/*.log``, and a table on stdout
-for the README's performance table. Exit code 0 when every stage of every variant ran, 1 otherwise.
+Output: ``OUT/gpu_check.json`` (decode steps against the floor, step times of SFT, GSPO generation vs training,
+peak GPU memory per stage, judge calls and latency, kernels used, versions, the machine), ``OUT/logs/*.log``, and
+the README's two tables on stdout. Exit code 0 when every part ran, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -45,10 +47,13 @@ except ImportError:  # run from a checkout without installing: use the tree
 
 import probes  # noqa: E402  (bench/gpu is on sys.path: this script's folder)
 from fake_judge import FakeJudge  # noqa: E402
+from rollout import VARIANTS as ROLLOUT_VARIANTS  # noqa: E402
+from stages import VARIANTS  # noqa: E402
 
 from medgspo.utils.io import write_json  # noqa: E402
 
 RESULT_FILE = "gpu_check.json"
+ROLLOUT_SHARE = 0.45  # of the time left after the model build, at most; SFT + GSPO get the rest
 GRACE_S = 10.0  # a child gets this long past its own deadline before it is killed
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -66,16 +71,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--deadline_s", type=float, default=420.0, help="Everything stops before this many seconds.")
     parser.add_argument("--sft_steps", type=int, default=3, help="SFT optimizer steps per variant.")
     parser.add_argument("--gspo_steps", type=int, default=2, help="GSPO optimizer steps per variant.")
-    parser.add_argument("--variants", default="fla,torch", help="Kernel variants, in order: fla, torch.")
+    parser.add_argument(
+        "--variants", default="fast", help="SFT + GSPO variants, in order: fast (every rollout switch on), fla, torch."
+    )
+    parser.add_argument(
+        "--rollout_variants",
+        default=",".join(ROLLOUT_VARIANTS),
+        help="Decode measurements, in order (each adds one change): today, merged, fla_forward, compiled; '' skips.",
+    )
+    parser.add_argument("--rollout_rows", type=int, default=8, help="Rows decoded at once.")
+    parser.add_argument("--rollout_tokens", type=int, default=None, help="New tokens per row (1024; 32 with --tiny).")
+    parser.add_argument("--rollout_cap_s", type=float, default=25.0, help="Decode seconds per rollout variant.")
     parser.add_argument("--tokenizer", default="auto", help="auto (qwen when possible), qwen, tiny, or a folder.")
     parser.add_argument("--judge_latency_s", type=float, default=0.3, help="Fake judge's answer delay.")
     parser.add_argument("--judge_batches", type=int, default=4, help="Judge round trips of 8 completions each.")
     parser.add_argument("--workdir", default=None, help="Model and adapters (default: a temporary folder).")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    unknown = set(args.variants.split(",")) - {"fla", "torch"}
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
-        parser.error(f"--variants: unknown {sorted(unknown)} (use fla and/or torch)")
+        parser.error(f"--variants: unknown {sorted(unknown)} (use {', '.join(VARIANTS)})")
+    unknown = set(filter(None, args.rollout_variants.split(","))) - set(ROLLOUT_VARIANTS)
+    if unknown:
+        parser.error(f"--rollout_variants: unknown {sorted(unknown)} (use {', '.join(ROLLOUT_VARIANTS)})")
+    if args.rollout_tokens is None:
+        args.rollout_tokens = 32 if args.tiny else 1024
     return args
 
 
@@ -127,6 +147,7 @@ class Check:
             if not self.args.workdir:
                 shutil.rmtree(self.work, ignore_errors=True)
         self.report["summary"] = summary_rows(self.report)
+        self.report["rollout_summary"] = rollout_rows(self.report)
         self.report["complete"] = ok
         path = self.save()
         print_table(self.report)
@@ -142,7 +163,15 @@ class Check:
             build = self.child("build", {"model_dir": str(model_dir)}, min(240.0, self.remaining() - GRACE_S))
             self.report["model"] = build
             ok = build.get("status") == "ok"
-            variants = self.args.variants.split(",") if ok else []
+            rollout_variants = [v for v in self.args.rollout_variants.split(",") if v]
+            if ok and rollout_variants:
+                plan = {"model_dir": str(model_dir), "variants": rollout_variants, "rows": self.args.rollout_rows}
+                plan |= {"new_tokens": self.args.rollout_tokens, "cap_s": self.args.rollout_cap_s}
+                budget = ROLLOUT_SHARE * (self.remaining() - GRACE_S)
+                self.report["rollout"] = self.child("rollout", plan, budget)
+                ok = self.report["rollout"].get("status") == "ok"
+                self.save()
+            variants = self.args.variants.split(",") if build.get("status") == "ok" else []
             for i, variant in enumerate(variants):
                 budget = (self.remaining() - GRACE_S) / (len(variants) - i)
                 plan = {"model_dir": str(model_dir), "variant": variant, "work_dir": str(self.work / variant)}
@@ -160,7 +189,8 @@ class Check:
         result_path.unlink(missing_ok=True)
         if budget < 5:
             return {"status": "skipped", "reason": f"no time left before the deadline ({budget:.0f} s)"}
-        plan = {**plan, "role": "build" if name == "build" else "variant", "result": str(result_path)}
+        role = name if name in ("build", "rollout") else "variant"
+        plan = {**plan, "role": role, "result": str(result_path)}
         plan |= {"tiny": self.args.tiny, "tokenizer": self.args.tokenizer, "deadline": time.time() + budget}
         plan_path = self.work / f"{name}.plan.json"
         plan_path.write_text(json.dumps(plan), encoding="utf-8")
@@ -308,11 +338,42 @@ def print_table(report: dict[str, Any]) -> None:
         variant = f"{row['variant']} ({'fla kernels' if row['fla_kernels_used'] else 'PyTorch path'}; {row['status']})"
         figures = ["-" if row[c] is None else f"{row[c]:g}" for c in README_COLUMNS]
         print(f"| {report['started_utc'][:10]} | {where} | {variant} | " + " | ".join(figures) + " |")
+    print_rollout_table(report, where)
     roundtrip = report.get("judge_roundtrip", {})
     if roundtrip.get("status") == "ok":
         print(
             f"judge: {roundtrip['calls']} calls, latency {roundtrip['latency_s']}, batches {roundtrip['batch_wall_s']}"
         )
+
+
+def rollout_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per rollout variant: ms per decode step, the floor, their ratio, tokens/s (or why it did not run)."""
+    rollout = report.get("rollout") or {}
+    rows = []
+    for name, variant in (rollout.get("variants") or {}).items():
+        row = {"variant": name, "status": variant.get("status"), "reason": variant.get("reason")}
+        row |= {k: variant.get(k) for k in ("ms_per_step", "x_floor", "tokens_per_s", "steps", "warmup_s")}
+        rows.append(row | {"floor_ms": rollout.get("floor_ms")})
+    return rows
+
+
+def print_rollout_table(report: dict[str, Any], where: str) -> None:
+    """The README's rollout rows: ms per batched decode step against the bandwidth floor."""
+    rollout = report.get("rollout") or {}
+    if not rollout.get("variants"):
+        return
+    shape = f"{rollout.get('rows')} rows x {rollout.get('new_tokens')} new tokens"
+    print(f"\n| date | machine | rollout variant ({shape}) | ms per step | floor ms | x floor | tokens/s | steps |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rollout_rows(report):
+        if row["status"] != "ok":
+            print(f"| {report['started_utc'][:10]} | {where} | {row['variant']} | {row['status']}: {row['reason']} |")
+            continue
+        figures = [row[k] for k in ("ms_per_step", "floor_ms", "x_floor", "tokens_per_s", "steps")]
+        print(f"| {report['started_utc'][:10]} | {where} | {row['variant']} | " + " | ".join(map(str, figures)) + " |")
+    for check in ("kernel_check", "logprob_check"):
+        if check in rollout:
+            print(f"{check}: {json.dumps(rollout[check])[:400]}")
 
 
 def main(argv: list[str] | None = None) -> int:

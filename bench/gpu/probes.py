@@ -100,15 +100,28 @@ def kernel_report() -> dict[str, str]:
     out = {}
     for name in KERNEL_FUNCTIONS:
         func = getattr(modeling, name, None)
-        if func is None:
-            out[name] = "absent"
-            continue
-        try:
-            impl = inspect.getclosurevars(func).nonlocals.get("implementation", func)
-        except (TypeError, ValueError):
-            impl = func
-        out[name] = f"{getattr(impl, '__module__', '?')}.{getattr(impl, '__name__', '?')}"
+        out[name] = "absent" if func is None else kernel_target(func)
     return out
+
+
+def kernel_target(binding: Any) -> str:
+    """What a kernel name of transformers' modeling calls: fla's function, the PyTorch reference, or medgspo's
+    per-phase dispatch (``no-grad: ... | training: ...``)."""
+    choice = getattr(binding, "kernel_choice", None)
+    if choice is not None:
+        no_grad, grad = (binding.implementations[k] for k in (choice.no_grad, choice.grad))
+        return f"medgspo phase dispatch (no-grad: {kernel_target(no_grad)} | training: {kernel_target(grad)})"
+    forward = getattr(type(binding), "forward", None)  # the kernels package wraps functions in a module
+    cells = getattr(forward, "__closure__", None) or ()
+    inner = [c.cell_contents for c in cells if callable(c.cell_contents) and not isinstance(c.cell_contents, type)]
+    func = inner[0] if len(inner) == 1 else binding
+    if getattr(func, "__module__", "") == "medgspo.train.kernels":
+        return "PyTorch reference (medgspo.train.kernels.reference_only)"
+    try:
+        impl = inspect.getclosurevars(func).nonlocals.get("implementation", func)
+    except (TypeError, ValueError):
+        impl = func
+    return f"{getattr(impl, '__module__', '?')}.{getattr(impl, '__name__', '?')}"
 
 
 def fla_status() -> str:
@@ -121,7 +134,7 @@ def fla_status() -> str:
 
 
 def uses_fla(kernels: dict[str, str]) -> bool:
-    return any(v.startswith("fla") for v in kernels.values())
+    return any(v.startswith("fla") or "no-grad: fla" in v for v in kernels.values())
 
 
 # ---- TRL's timings ------------------------------------------------------------------------------------------------

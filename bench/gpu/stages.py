@@ -19,6 +19,16 @@ from typing import Any
 
 import probes
 
+VARIANTS = ("fast", "fla", "torch")
+# the fast variant's GSPO switches: the LoRA merged while generating, a compiled static-cache decode
+FAST_ROLLOUTS = [
+    "--merge_adapter_for_rollouts",
+    "true",
+    "--rollout_compile",
+    "true",
+    "--cache_implementation",
+    "static",
+]
 SFT_SHARE = 0.35  # of a variant's time budget; GSPO gets the rest
 SAVE_RESERVE_S = 15.0  # GSPO stops this long before the variant's deadline (saving the adapter, plots)
 GENERATE = "GRPOTrainer.transformers.generate"
@@ -30,6 +40,10 @@ def run_child(plan_path: str) -> int:
     plan = json.loads(Path(plan_path).read_text(encoding="utf-8"))
     if plan["role"] == "build":
         return build(plan)
+    if plan["role"] == "rollout":
+        from rollout import run_rollouts
+
+        return run_rollouts(plan)
     return Variant(plan).run()
 
 
@@ -61,7 +75,9 @@ def recipe_overrides(plan: dict[str, Any], output_dir: Path, steps: int) -> list
 
 
 class Variant:
-    """SFT then GSPO for one kernel variant (``fla``: whatever transformers picks; ``torch``: fla blocked)."""
+    """SFT then GSPO for one variant: ``fast`` (medgspo's kernel choice per phase, the LoRA merged for rollouts, a
+    compiled static-cache decode), ``fla`` (the kernel choice, TRL's rollouts as they are), ``torch`` (fla blocked:
+    transformers' PyTorch path everywhere)."""
 
     def __init__(self, plan: dict[str, Any]):
         self.plan = plan
@@ -113,6 +129,8 @@ class Variant:
         gspo_argv += ["--judge_model", "fake-judge", "--log_completions", "false", "--max_prompts", "16"]
         if self.plan["tiny"]:
             gspo_argv += ["--max_completion_length", "16"]
+        if self.plan["variant"] == "fast":
+            gspo_argv += FAST_ROLLOUTS
         if (sft_dir / "adapter_config.json").is_file():
             gspo_argv += ["--sft_adapter", str(sft_dir)]
         gspo_deadline = self.deadline - SAVE_RESERVE_S

@@ -15,8 +15,9 @@ GPU_BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu"
 sys.path.insert(0, str(GPU_BENCH))
 
 import probes  # noqa: E402
+import rollout  # noqa: E402
 import stages  # noqa: E402
-from check import summary_rows  # noqa: E402
+from check import rollout_rows, summary_rows  # noqa: E402
 
 
 def test_steady_is_the_median_after_the_warm_up_step():
@@ -61,11 +62,40 @@ def test_summary_rows_tolerate_a_variant_that_was_killed():
     assert row["variant"] == "fla" and row["sft_step_s"] is None and row["gspo_peak_gib"] is None
 
 
+def test_decode_steps_are_timed_from_the_streamer_stamps():
+    assert rollout.step_figures([0.0, 1.0])["ms_per_step"] is None  # the prompt and one token: no decode step
+    out = rollout.step_figures([0.0, 0.5, 0.51, 0.52, 0.6])  # prompt, first token (prefill), three decode steps
+    assert out["steps"] == 3 and out["prefill_s"] == 0.5
+    assert out["ms_per_step"] == pytest.approx(10.0) and out["ms_per_step_mean"] == pytest.approx(100 / 3, abs=1e-3)
+
+
+def test_the_floor_uses_the_data_sheet_bandwidth_of_known_gpus():
+    assert rollout.nominal_bandwidth("NVIDIA H200") == 4.8
+    assert rollout.nominal_bandwidth("NVIDIA H100 80GB HBM3") == 3.35
+    assert rollout.nominal_bandwidth("NVIDIA H100 PCIe") == 2.0
+    assert rollout.nominal_bandwidth("NVIDIA GH200 480GB") == 4.0  # not the H200 row
+    assert rollout.nominal_bandwidth("NVIDIA A100-SXM4-80GB") == 2.039
+    assert rollout.nominal_bandwidth("Some GPU") is None and rollout.nominal_bandwidth(None) is None
+    # the arithmetic: ~9 GB of bf16 weights on an H200 -> about 1.9 ms per step
+    assert 9e9 / (rollout.nominal_bandwidth("NVIDIA H200") * 1e12) * 1000 == pytest.approx(1.875)
+
+
+def test_rollout_rows_keep_the_reason_a_variant_did_not_run():
+    report = {
+        "rollout": {"floor_ms": 2.0, "variants": {"today": {"status": "ok", "ms_per_step": 120.0, "x_floor": 60}}}
+    }
+    report["rollout"]["variants"]["compiled"] = {"status": "skipped", "reason": "no CUDA"}
+    today, compiled = rollout_rows(report)
+    assert (today["ms_per_step"], today["x_floor"], today["floor_ms"]) == (120.0, 60, 2.0)
+    assert compiled["status"] == "skipped" and compiled["reason"] == "no CUDA" and compiled["ms_per_step"] is None
+
+
 @pytest.mark.slow
 def test_the_check_runs_end_to_end_on_a_cpu(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": ""}
     args = ["--tiny", "--out", str(out), "--sft_steps", "1", "--gspo_steps", "1", "--judge_batches", "2"]
+    args += ["--variants", "fast,torch"]
     run = subprocess.run(
         [sys.executable, str(GPU_BENCH / "check.py"), *args, "--deadline_s", "900"],
         capture_output=True,
@@ -79,13 +109,26 @@ def test_the_check_runs_end_to_end_on_a_cpu(tmp_path):
     assert report["complete"] is True and report["versions"]["trl"]
     assert report["model"]["layer_types"].startswith("3 linear_attention + 1 full_attention")
     assert report["judge_roundtrip"]["calls"] == 16 and report["judge_roundtrip"]["failures"] == 0
-    assert set(report["variants"]) == {"fla", "torch"}
+    assert set(report["variants"]) == {"fast", "torch"}
     assert report["variants"]["torch"]["fla_kernels_used"] is False  # fla blocked: the PyTorch path
+    assert "--rollout_compile: not used, a compiled decode needs CUDA graphs" in logs["fast.log"]
     for variant in report["variants"].values():
         sft, gspo = variant["stages"]["sft"], variant["stages"]["gspo"]
         assert sft["status"] == gspo["status"] == "ok"
         assert sft["summary"]["steps"] == 1 and sft["summary"]["tokens_per_step"] > 0
         assert gspo["summary"]["generation_s"] > 0 and gspo["summary"]["completions_per_step"] == 8  # G=4 x 2
         assert gspo["judge"]["judgments"] == 8
-    assert [row["variant"] for row in report["summary"]] == ["fla", "torch"]
+    assert [row["variant"] for row in report["summary"]] == ["fast", "torch"]
     assert "| variant |" in run.stdout
+    rollouts = report["rollout"]
+    assert (rollouts["rows"], rollouts["new_tokens"], rollouts["status"]) == (8, 32, "ok")
+    assert rollouts["floor_ms"] > 0 and rollouts["bandwidth_tb_s"]["measured_copy"] > 0
+    ran = {name: v for name, v in rollouts["variants"].items() if v["status"] == "ok"}
+    assert list(ran) == ["today", "merged", "fla_forward"]  # on a CPU, fla's binding runs the reference
+    for variant in ran.values():
+        assert variant["steps"] == 31 and variant["ms_per_step"] > 0 and variant["x_floor"] > 1
+    assert [ran[v]["merged"] for v in ran] == [False, True, True]
+    assert "phase dispatch" in ran["fla_forward"]["kernels"]["torch_chunk_gated_delta_rule"]
+    assert "needs CUDA graphs" in rollouts["variants"]["compiled"]["reason"]
+    assert rollouts["kernel_check"]["within_tolerance"] and rollouts["logprob_check"]["tokens"] == 8 * 32
+    assert "| rollout variant (8 rows x 32 new tokens) |" in run.stdout

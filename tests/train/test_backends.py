@@ -290,31 +290,6 @@ def test_gpu_kernel_note_on_cuda_without_the_packages(monkeypatch, tiny_model_di
     assert backends.kernel_note(config) is None  # no gated-DeltaNet layers, nothing to say
 
 
-def test_fla_refusing_the_backward_on_hopper_stops_before_the_first_step(monkeypatch, tiny_model_dir):
-    from transformers import AutoConfig
-
-    from medgspo.train.configs import ConfigError
-
-    config = AutoConfig.from_pretrained(tiny_model_dir)
-    model = type("Model", (), {"config": config})()
-    monkeypatch.setattr(backends, "cuda_available", lambda: True)
-    monkeypatch.setattr(backends, "package_available", lambda name: name == "fla")
-    monkeypatch.setattr(backends, "cuda_device", lambda: ("NVIDIA H200", (9, 0), "3.6.0"))
-    with pytest.raises(ConfigError, match=r"on NVIDIA H200 with Triton 3.6.0 .* pip install tilelang"):
-        backends.check_training_kernels(model)
-    for device in [("NVIDIA H200", (9, 0), "3.7.1"), ("NVIDIA A100", (8, 0), "3.6.0"), ("NVIDIA H200", (9, 0), None)]:
-        monkeypatch.setattr(backends, "cuda_device", lambda device=device: device)
-        backends.check_training_kernels(model)  # a fixed Triton, another GPU, no Triton: trains
-    monkeypatch.setattr(backends, "cuda_device", lambda: ("NVIDIA H200", (9, 0), "3.6.0"))
-    monkeypatch.setattr(backends, "package_available", lambda name: name in ("fla", "tilelang"))
-    backends.check_training_kernels(model)  # TileLang serves the kernel
-    monkeypatch.setattr(backends, "package_available", lambda name: False)
-    backends.check_training_kernels(model)  # no fla: transformers' PyTorch path
-    monkeypatch.setattr(backends, "package_available", lambda name: name == "fla")
-    monkeypatch.setattr(backends, "cuda_available", lambda: False)
-    backends.check_training_kernels(model)  # CPU
-
-
 def test_sft_and_gspo_start_up_say_what_to_install(monkeypatch, tiny_model_dir, caplog):
     import logging
 

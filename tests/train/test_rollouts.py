@@ -135,3 +135,99 @@ def test_a_compiled_decode_is_refused_with_its_reason_where_it_cannot_run(tiny_m
     with caplog.at_level(logging.WARNING):
         logging.getLogger("medgspo.train.rollouts").warning("--rollout_compile: not used, %s", "x")
     assert "--rollout_compile: not used" in caplog.text
+
+
+def gspo_steps(tiny_model_dir, tmp_path, kernel_choice=None, **fast):
+    """Two GSPO optimizer steps (TRL's own ``train``) on one rollout batch of the tiny model (the second step's
+    ratios are not 1: the policy moved): the logged figures, each step's loss and LoRA gradients."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from medgspo.train.kernels import install_phase_kernels
+
+    losses, grads = [], []
+
+    class Grads(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+
+    model = lora_model(tiny_model_dir).train()
+    if kernel_choice is not None:
+        install_phase_kernels(model, kernel_choice)
+    args = MedGSPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        num_generations=2,
+        max_completion_length=8,
+        beta=0.1,  # reference log-probs (no gradients, the starting adapter) and a KL term
+        num_iterations=2,  # old-policy log-probs (no gradients) in the rollout; step 2 reuses its completions
+        learning_rate=1e-4,
+        max_steps=2,
+        logging_steps=1,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        log_completions=False,
+        **fast,
+    )
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": q}]} for q in ("头痛？", "发热？")] * 4)
+    trainer = make_trainer_class()(
+        model=model,
+        reward_funcs=lambda completions, **kw: [float(len(set(c[0]["content"]))) for c in completions],
+        args=args,
+        train_dataset=data,
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        callbacks=[Grads()],
+    )
+    compute_loss = trainer.compute_loss
+
+    def recording(*args, **kwargs):
+        loss = compute_loss(*args, **kwargs)
+        losses.append(loss.item())
+        return loss
+
+    trainer.compute_loss = recording
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    return logs, losses, grads
+
+
+def test_a_gspo_step_on_the_fast_path_gives_the_same_loss_and_gradients(tiny_model_dir, tmp_path, monkeypatch):
+    """The fast path (LoRA merged for the rollout, a static cache, rollouts and log-probs on the no-grad kernel,
+    training on the other) against today's path: the same rollouts, losses and LoRA gradients."""
+    from medgspo.train import kernels
+
+    calls = []
+
+    def implementations(original, name):
+        reference = kernels.reference_only(original, name)
+
+        def no_grad_kernel(*args, **kwargs):
+            calls.append(torch.is_grad_enabled())
+            return reference(*args, **kwargs)
+
+        return {kernels.FLA: no_grad_kernel, kernels.TORCH: reference}
+
+    logs, losses, grads = gspo_steps(tiny_model_dir, tmp_path / "today")
+    monkeypatch.setattr(kernels, "kernel_implementations", implementations)
+    try:
+        fast_logs, fast_losses, fast_grads = gspo_steps(
+            tiny_model_dir,
+            tmp_path / "fast",
+            kernels.KernelChoice(kernels.FLA, kernels.TORCH, "test"),
+            merge_adapter_for_rollouts=True,
+            cache_implementation="static",
+            rollout_compile=True,  # refused on a CPU, with its reason: rollouts decode step by step
+        )
+    finally:
+        kernels.restore_kernels()
+    assert calls and not any(calls)  # the no-grad kernel ran, and only without gradients
+    for key in ("completions/mean_length", "reward", "reward_std"):  # the same rollouts (step 2 reuses them)
+        assert fast_logs[0][key] == logs[0][key], key
+    assert logs[0]["reward_std"] > 0 and len(losses) == 2 and losses[1] != 0  # step 2's ratios are not 1
+    assert fast_losses == pytest.approx(losses, rel=1e-5, abs=1e-9)
+    assert len(grads) == len(fast_grads) == 2 and any(g.abs().max() > 0 for g in grads[1].values())
+    for step, fast_step in zip(grads, fast_grads, strict=True):
+        for name, grad in step.items():
+            assert torch.allclose(fast_step[name], grad, rtol=1e-4, atol=1e-7), name

@@ -192,7 +192,8 @@ def lora_settings(model_args: Any, sft_adapter: str | None) -> tuple[int, int, A
 def model_lines(model_args: Any, sft_adapter: str | None = None) -> tuple[list[str], ModelPlan | None]:
     """Parameters, what the LoRA adapts per layer kind and the GPU-kernel note, or one line saying why not."""
     from medgspo.modeling.coverage import coverage_lines
-    from medgspo.train.backends import fla_training_problem, kernel_note
+    from medgspo.train.backends import kernel_note
+    from medgspo.train.kernels import plan_note
 
     r, alpha, targets, lora_source = lora_settings(model_args, sft_adapter)
     try:
@@ -206,7 +207,7 @@ def model_lines(model_args: Any, sft_adapter: str | None = None) -> tuple[list[s
         f"config from {model.config_source}",
         *coverage_lines(model.coverage),
     ]
-    notes = [kernel_note(model.text_config), fla_training_problem(model.text_config)]
+    notes = [kernel_note(model.text_config), plan_note(model.text_config)]
     return lines + [f"note: {note}" for note in notes if note], model
 
 

@@ -17,8 +17,8 @@ loads in every command (its layout is converted on load).
 On a CUDA GPU, Qwen3.5's gated-DeltaNet layers need ``flash-linear-attention`` and ``causal-conv1d`` for their fast
 kernels (``pip install 'medgspo[gpu]'``); without them transformers runs a slow PyTorch fallback, and
 :func:`kernel_note` says so at start-up (``sft``, ``gspo``) and in ``medgspo plan``. On a CPU nothing changes.
-Where flash-linear-attention would refuse to train (Hopper GPUs under some Triton releases),
-:func:`check_training_kernels` stops the run before its first step and says how to fix it.
+Which kernel each phase runs where flash-linear-attention cannot train (Hopper GPUs under some Triton releases) is
+:mod:`medgspo.train.kernels`' choice.
 
 vLLM rollouts are TRL's: ``use_vllm: true`` with ``vllm_mode: colocate`` (an engine inside each training process)
 or ``vllm_mode: server`` (``trl vllm-serve`` on separate GPUs). :func:`check_rollout_engine` stops a run before any
@@ -125,73 +125,6 @@ def kernel_note(config: Any) -> str | None:
         "refused. Installing costs little: flash-linear-attention is pure Triton; causal-conv1d needs a wheel "
         "matching your torch and CUDA, or compiles with nvcc."
     )
-
-
-# flash-linear-attention 0.6 raises in the backward pass of its gated chunk kernel on Hopper (H100/H200) under
-# Triton >= 3.4.0, < 3.7.1, which computes it wrongly there (its issue #640), unless TileLang serves that kernel.
-# Seen 2026-11-29 on an H200 with torch 2.11.0 (Triton 3.6.0): SFT stopped at its first backward (bench/gpu).
-FLA_BAD_TRITON_ON_HOPPER = ("3.4.0", "3.7.1")
-
-
-def fla_backward_refused(capability: tuple[int, int], triton_version: str, tilelang: bool) -> bool:
-    """Whether flash-linear-attention will refuse the gated-DeltaNet backward pass on this GPU and Triton.
-
-    >>> fla_backward_refused((9, 0), "3.6.0", tilelang=False)
-    True
-    >>> fla_backward_refused((9, 0), "3.7.1", tilelang=False), fla_backward_refused((8, 0), "3.6.0", tilelang=False)
-    (False, False)
-    >>> fla_backward_refused((9, 0), "3.6.0", tilelang=True)
-    False
-    """
-    from packaging.version import Version
-
-    low, high = (Version(v) for v in FLA_BAD_TRITON_ON_HOPPER)
-    return capability[0] == 9 and low <= Version(triton_version) < high and not tilelang
-
-
-def cuda_device() -> tuple[str, tuple[int, int], str | None] | None:
-    """Name and compute capability of the current CUDA device and Triton's version (``None`` without Triton), or
-    ``None`` without a CUDA device."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return torch.cuda.get_device_name(), torch.cuda.get_device_capability(), triton_version
-
-
-def fla_training_problem(config: Any) -> str | None:
-    """Why training this model on this GPU would stop at its first backward pass, or ``None``."""
-    if not linear_attention_layers(config) or not cuda_available():
-        return None
-    device = cuda_device() if package_available("fla") else None
-    if device is None:
-        return None
-    name, capability, triton_version = device
-    if triton_version is None or not fla_backward_refused(capability, triton_version, package_available("tilelang")):
-        return None
-    low, high = FLA_BAD_TRITON_ON_HOPPER
-    return (
-        f"flash-linear-attention refuses the gated-DeltaNet backward pass on {name} with Triton {triton_version} "
-        f"(Triton {low} to <{high} computes it wrongly on Hopper GPUs; flash-linear-attention issue #640), so "
-        "training would stop at its first step. Any one of these fixes it: pip install tilelang (flash-linear-"
-        "attention then uses its TileLang kernel; it needs nvcc); a torch release whose Triton is >= 3.7.1; or pip "
-        "uninstall flash-linear-attention fla-core (transformers' slower PyTorch path, which trains correctly)."
-    )
-
-
-def check_training_kernels(model: Any) -> None:
-    """Raise :class:`ConfigError` before the first step when the GPU kernels would refuse to train this model."""
-    from medgspo.train.configs import ConfigError
-
-    problem = fla_training_problem(model.config)
-    if problem:
-        raise ConfigError(problem)
 
 
 def log_model_notes(model: Any) -> None:

@@ -1,7 +1,7 @@
 """The steps every training stage shares: the trainer's console and checks, where a run resumes, saving what it
 trained.
 
-    ready_trainer(trainer, "SFT")                            # one progress bar; LoRA coverage; kernels that would fail
+    ready_trainer(trainer, "SFT")                            # one progress bar; LoRA coverage; kernels per phase
     resume = resume_point(training_args, output_dir)         # the last checkpoint with --resume, else None
     finish_stage(trainer, output_dir, summary_file, summary, chat_format=fmt, tokenizer=tok)
 
@@ -27,12 +27,14 @@ logger = logging.getLogger(__name__)
 
 def ready_trainer(trainer: Any, stage: str) -> Any:
     """Our console for the trainer (one bar, one start and end line), a note of what the LoRA adapts per layer kind
-    and the GPU kernels to install, and a stop now for kernels that would refuse the backward pass."""
-    from medgspo.train.backends import check_training_kernels, log_model_notes
+    and the GPU kernels to install, and the gated-DeltaNet kernels of each phase (chosen, checked, said once)."""
+    from medgspo.train.backends import log_model_notes
+    from medgspo.train.kernels import apply_kernel_choice
 
     use_stage_console(trainer, stage)
     log_model_notes(trainer.model)
-    check_training_kernels(trainer.model)
+    padding_free = bool(getattr(trainer.args, "padding_free", False))
+    apply_kernel_choice(trainer.model, trainer.accelerator.device.type, padding_free=padding_free)
     return trainer
 
 
