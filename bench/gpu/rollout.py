@@ -7,7 +7,8 @@ Variants, each adding one change to the one before it:
   (the first GPU run's path: 122 ms per step on an H200);
 * ``merged``: + the LoRA merged into the weights while generating (``--merge_adapter_for_rollouts``);
 * ``fla_forward``: + fla's forward and recurrent kernels without gradients (medgspo's per-phase kernel choice);
-* ``compiled``: + a static cache and a compiled decode (``--rollout_compile``, ``cache_implementation: static``).
+* ``compiled``: + a static cache and a compiled decode (``--rollout_compile``, ``cache_implementation: static``;
+  with ``--tiny`` it is compiled on the CPU without CUDA graphs, so that the path runs before any GPU does).
 
 Each variant first runs a short warm-up generate of the same shapes (Triton autotuning, compilation, CUDA graph
 capture: ``warmup_s``), then ``rows`` x ``new_tokens`` with the card's sampling and ``min_new_tokens`` equal to
@@ -34,9 +35,10 @@ import probes
 
 VARIANTS = ("today", "merged", "fla_forward", "compiled")
 WARMUP_CAP_S = 3.0  # decode seconds of the warm-up generate (compilation comes on top: it runs before the first step)
-# HBM bandwidth in TB/s by device-name fragment, from NVIDIA's data sheets (read 2026-12-08); first match wins
+# HBM bandwidth in TB/s by device-name fragment, from NVIDIA's data sheets and product briefs (read 2026-12-08);
+# the first match wins; None: the name covers parts of different bandwidths, so the measured copy is used
 BANDWIDTH_TB_S = (
-    ("GH200", 4.0),  # before H200: its name contains it
+    ("GH200", None),  # 96 GB HBM3 (4.0) or 144 GB HBM3e (4.9); and its name contains "H200"
     ("H200", 4.8),
     ("H100 NVL", 3.9),
     ("H100 PCIe", 2.0),
@@ -45,7 +47,7 @@ BANDWIDTH_TB_S = (
     ("A100-SXM4-80GB", 2.039),
     ("A100 80GB PCIe", 1.935),
     ("A100", 1.555),  # 40GB
-    ("L40S", 0.864),
+    ("L40", 0.864),  # L40 and L40S
     ("L4", 0.3),
 )
 
@@ -211,7 +213,7 @@ class Rollouts:
         reason = None
         if fla and not package_available("fla") and not self.tiny:
             reason = "flash-linear-attention is not installed"
-        if compiled:
+        if compiled and not self.tiny:  # --tiny compiles on the CPU (see generate) so the path runs before a GPU
             reason = reason or compile_decision(self.model, self.device.type)
         return choice, merged, compiled, reason
 
@@ -248,6 +250,11 @@ class Rollouts:
 
         clock = StepClock()
         kwargs: dict[str, Any] = {"cache_implementation": "static"} if compiled else {}
+        if compiled and self.tiny:
+            from transformers import CompileConfig
+
+            kwargs["compile_config"] = CompileConfig(mode="default")  # no CUDA graphs on a CPU
+            kwargs["compile_config"]._compile_all_devices = True  # transformers' switch to compile off CUDA
         with torch.no_grad():
             self.generated = self.model.generate(
                 input_ids=self.ids,

@@ -162,6 +162,12 @@ def test_gspo_stage_trains_lora_and_writes_metrics(tiny_model_dir, tmp_path, bun
     assert summary["global_step"] == 2 and (summary["backend"], summary["processes"]) == ("transformers", 1)
     # 8 per device x 2 steps per generation = 16 rollouts per round, below the cap of 32: 16 in flight
     assert summary["judge"]["concurrency"] == 16 and summary["rollouts"] == "transformers"
+    kernels = summary["gated_deltanet_kernels"]  # what each phase ran on, and why
+    assert (kernels["no_grad"], kernels["training"], kernels["why"]) == (
+        "torch",
+        "torch",
+        "fla runs on GPUs only; device: cpu",
+    )
 
 
 @pytest.mark.slow

@@ -166,6 +166,12 @@ def test_the_gradient_check_measures_a_wrong_backward(tiny_model_dir, monkeypatc
     same = kernels.compare_kernels(reference, reference, inputs)
     assert set(same) == {"output", "grad_query", "grad_key", "grad_value", "grad_g", "grad_beta"}
     assert max(same.values()) == 0.0
+
+    def fla_like(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, **kwargs):
+        """fla's signature (q, k, v, not query, key, value): the check calls kernels as the layer does."""
+        return reference(q, k, v, g=g, beta=beta, initial_state=initial_state, **kwargs)
+
+    assert max(kernels.compare_kernels(fla_like, reference, inputs).values()) == 0.0
     broken = wrong_backward(binding, name)[FLA]
     diffs = kernels.compare_kernels(broken, reference, inputs)
     assert diffs["output"] == 0.0 and diffs["grad_value"] == pytest.approx(0.5, rel=1e-4)

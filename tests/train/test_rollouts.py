@@ -231,3 +231,33 @@ def test_a_gspo_step_on_the_fast_path_gives_the_same_loss_and_gradients(tiny_mod
     for step, fast_step in zip(grads, fast_grads, strict=True):
         for name, grad in step.items():
             assert torch.allclose(fast_step[name], grad, rtol=1e-4, atol=1e-7), name
+
+
+@pytest.mark.slow
+def test_a_compiled_static_cache_decode_gives_the_eager_tokens(tiny_model_dir):
+    """The whole fast rollout path under torch.compile (forced on a CPU through transformers' CompileConfig switch,
+    without CUDA graphs): LoRA merged, the per-phase kernel dispatch traced by dynamo, a static cache; the same
+    greedy tokens as the eager decode, and dynamo really compiled something."""
+    from torch._dynamo.utils import counters
+    from transformers import CompileConfig
+
+    from medgspo.train import kernels
+
+    model = lora_model(tiny_model_dir)
+    ids = torch.randint(5, 5000, (2, 9), generator=torch.Generator().manual_seed(5))
+    kwargs = {"attention_mask": torch.ones_like(ids), "max_new_tokens": 12, "do_sample": False, "pad_token_id": 0}
+    kwargs["cache_implementation"] = "static"
+    config = CompileConfig(mode="default")  # CUDA graphs need CUDA
+    config._compile_all_devices = True
+    counters.clear()
+    try:
+        kernels.install_phase_kernels(model, kernels.KernelChoice(kernels.FLA, kernels.TORCH, "test"))
+        with torch.no_grad(), merged_adapter(model):
+            eager = model.generate(ids, disable_compile=True, **kwargs)
+            assert not counters["stats"]["unique_graphs"]
+            compiled = model.generate(ids, disable_compile=False, compile_config=config, **kwargs)
+    finally:
+        kernels.restore_kernels()
+        torch._dynamo.reset()
+    assert counters["stats"]["unique_graphs"] > 0
+    assert torch.equal(compiled, eager)

@@ -23,6 +23,7 @@ over the originals (:func:`restore_kernels` puts them back). On a CPU, or withou
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import sys
@@ -130,6 +131,16 @@ def package_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def imports(module: str) -> bool:
+    """Whether ``module`` imports here (its import error, if any, is logged at debug level)."""
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # noqa: BLE001 - a package that fails to import for any reason is not available
+        logger.debug("%s does not import: %r", module, err)
+        return False
+    return True
+
+
 def probe_setup(device: str) -> KernelSetup:
     """The :class:`KernelSetup` of training on ``device`` (a device type, e.g. the trainer's ``"cuda"``)."""
     import torch
@@ -137,6 +148,7 @@ def probe_setup(device: str) -> KernelSetup:
     fla, tilelang = package_available("fla"), package_available("tilelang")
     if device != "cuda" or not torch.cuda.is_available():
         return KernelSetup(device, fla=fla, tilelang=tilelang)
+    fla = fla and imports("fla.ops.gated_delta_rule")  # installed but broken (e.g. its Triton): transformers skips it
     try:
         import triton
 
@@ -293,7 +305,10 @@ def compare_kernels(fast: Callable, reference: Callable, inputs: dict[str, Any])
 
     def run(kernel: Callable, tensors: dict[str, Any]):
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in tensors.items()}
-        out, _ = kernel(**leaves, use_qk_l2norm_in_kernel=True, output_final_state=False)
+        q, k, v = (leaves[name] for name in ("query", "key", "value"))  # positional, as the layer calls it: fla
+        out, _ = kernel(
+            q, k, v, g=leaves["g"], beta=leaves["beta"], use_qk_l2norm_in_kernel=True
+        )  # names them q, k, v
         upstream = torch.randn(out.shape, generator=torch.Generator(device="cpu").manual_seed(1)).to(out.device)
         out.backward(upstream.to(out.dtype))
         return out.detach().float(), {k: v.grad.float() for k, v in leaves.items()}
@@ -334,7 +349,7 @@ def apply_kernel_choice(
     install the choice and log it once; returns it. Packed sequences (``padding_free``) need fla in training: a
     choice that trains on the reference stops the run here, before the first step."""
     if not gated_delta_modules(model):
-        return KernelChoice(TORCH, TORCH, "no gated-DeltaNet layers")
+        return KernelChoice(TORCH, TORCH, "the model has no gated-DeltaNet layers")
     choice = choose_kernels(probe_setup(device))
     if choice.grad == FLA:
         choice = checked(choice, model, check)

@@ -34,7 +34,8 @@ def ready_trainer(trainer: Any, stage: str) -> Any:
     use_stage_console(trainer, stage)
     log_model_notes(trainer.model)
     padding_free = bool(getattr(trainer.args, "padding_free", False))
-    apply_kernel_choice(trainer.model, trainer.accelerator.device.type, padding_free=padding_free)
+    choice = apply_kernel_choice(trainer.model, trainer.accelerator.device.type, padding_free=padding_free)
+    trainer.kernel_choice = choice  # finish_stage records it in the stage's summary
     return trainer
 
 
@@ -57,7 +58,11 @@ def finish_stage(
     chat_format: ChatFormat | None = None,
     tokenizer: Any = None,
 ) -> bool:
-    """Save the trained weights, the chat files and ``summary_file``; True in the process that wrote them."""
+    """Save the trained weights, the chat files and ``summary_file`` (with the gated-DeltaNet kernels each phase
+    ran on); True in the process that wrote them."""
+    choice = getattr(trainer, "kernel_choice", None)
+    if choice is not None:
+        summary["gated_deltanet_kernels"] = {"no_grad": choice.no_grad, "training": choice.grad, "why": choice.reason}
     trainer.save_model(str(output_dir))  # every process takes part (ZeRO-3 gathers the weights), one writes
     if not trainer.is_world_process_zero():
         return False
