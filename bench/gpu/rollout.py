@@ -204,7 +204,8 @@ class Rollouts:
     # ---- variants -------------------------------------------------------------------------------------------------
     def settings(self, name: str) -> tuple[Any, bool, bool, str | None]:
         """``(kernel choice, merged, compiled, reason it cannot run here)`` of a variant."""
-        from medgspo.train.kernels import FLA, TORCH, KernelChoice, package_available
+        from medgspo.train.backends import package_available
+        from medgspo.train.kernels import FLA, TORCH, KernelChoice
         from medgspo.train.rollouts import compile_decision
 
         at = VARIANTS.index(name)

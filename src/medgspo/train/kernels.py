@@ -24,12 +24,13 @@ over the originals (:func:`restore_kernels` puts them back). On a CPU, or withou
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from medgspo.train.backends import linear_attention_layers, package_available
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +128,6 @@ def choose_kernels(setup: KernelSetup) -> KernelChoice:
 
 
 # ---- what this machine has (I/O) ----------------------------------------------------------------------------------
-def package_available(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
 def imports(module: str) -> bool:
     """Whether ``module`` imports here (its import error, if any, is logged at debug level)."""
     try:
@@ -389,8 +386,7 @@ def plan_note(config: Any) -> str | None:
     """``medgspo plan``'s line on the kernels when this machine's GPU splits the phases, else ``None``."""
     import torch
 
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if "linear_attention" not in (getattr(text, "layer_types", None) or []):
+    if not linear_attention_layers(config):
         return None
     choice = choose_kernels(probe_setup("cuda" if torch.cuda.is_available() else "cpu"))
     return choice.line() if choice.split else None
