@@ -219,7 +219,7 @@ class Rollouts:
         return choice, merged, compiled, reason
 
     def variant(self, name: str) -> dict[str, Any]:
-        from medgspo.train.kernels import install_phase_kernels, restore_kernels
+        from medgspo.train.kernel_dispatch import install_phase_kernels, restore_kernels
         from medgspo.train.rollouts import merged_adapter
 
         choice, merged, compiled, reason = self.settings(name)
@@ -227,7 +227,7 @@ class Rollouts:
             return {"status": "skipped", "reason": reason}
         out: dict[str, Any] = {"status": "running", "merged": merged, "compiled": compiled}
         try:
-            install_phase_kernels(self.model, choice)
+            out["dispatch_sites"] = install_phase_kernels(self.model, choice)
             out["kernels"] = probes.kernel_report()
             with merged_adapter(self.model) if merged else contextlib.nullcontext(False) as did_merge:
                 out["merged"] = did_merge
@@ -302,7 +302,8 @@ class Rollouts:
         """Per-token log-probs of the last generated batch with the no-grad kernel (fla) and with the reference."""
         import torch
 
-        from medgspo.train.kernels import FLA, TORCH, KernelChoice, install_phase_kernels, restore_kernels
+        from medgspo.train.kernel_dispatch import FLA, TORCH, install_phase_kernels, restore_kernels
+        from medgspo.train.kernels import KernelChoice
 
         sequences, prompt = self.generated, self.ids.shape[1]
         mask = torch.cat([self.mask, torch.ones_like(sequences[:, prompt:])], dim=1)

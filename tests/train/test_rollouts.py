@@ -143,7 +143,7 @@ def gspo_steps(tiny_model_dir, tmp_path, kernel_choice=None, **fast):
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
 
-    from medgspo.train.kernels import install_phase_kernels
+    from medgspo.train.kernel_dispatch import install_phase_kernels
 
     losses, grads = [], []
 
@@ -196,12 +196,13 @@ def gspo_steps(tiny_model_dir, tmp_path, kernel_choice=None, **fast):
 def test_a_gspo_step_on_the_fast_path_gives_the_same_loss_and_gradients(tiny_model_dir, tmp_path, monkeypatch):
     """The fast path (LoRA merged for the rollout, a static cache, rollouts and log-probs on the no-grad kernel,
     training on the other) against today's path: the same rollouts, losses and LoRA gradients."""
+    from medgspo.train import kernel_dispatch as dispatch
     from medgspo.train import kernels
 
     calls = []
 
-    def implementations(original, name):
-        reference = kernels.reference_only(original, name)
+    def implementations(original, name, reference):
+        reference = dispatch.reference_only(reference, name)
 
         def no_grad_kernel(*args, **kwargs):
             calls.append(torch.is_grad_enabled())
@@ -210,7 +211,7 @@ def test_a_gspo_step_on_the_fast_path_gives_the_same_loss_and_gradients(tiny_mod
         return {kernels.FLA: no_grad_kernel, kernels.TORCH: reference}
 
     logs, losses, grads = gspo_steps(tiny_model_dir, tmp_path / "today")
-    monkeypatch.setattr(kernels, "kernel_implementations", implementations)
+    monkeypatch.setattr(dispatch, "kernel_implementations", implementations)
     try:
         fast_logs, fast_losses, fast_grads = gspo_steps(
             tiny_model_dir,
@@ -221,7 +222,7 @@ def test_a_gspo_step_on_the_fast_path_gives_the_same_loss_and_gradients(tiny_mod
             rollout_compile=True,  # refused on a CPU, with its reason: rollouts decode step by step
         )
     finally:
-        kernels.restore_kernels()
+        dispatch.restore_kernels()
     assert calls and not any(calls)  # the no-grad kernel ran, and only without gradients
     for key in ("completions/mean_length", "reward", "reward_std"):  # the same rollouts (step 2 reuses them)
         assert fast_logs[0][key] == logs[0][key], key
@@ -241,6 +242,7 @@ def test_a_compiled_static_cache_decode_gives_the_eager_tokens(tiny_model_dir):
     from torch._dynamo.utils import counters
     from transformers import CompileConfig
 
+    from medgspo.train import kernel_dispatch as dispatch
     from medgspo.train import kernels
 
     model = lora_model(tiny_model_dir)
@@ -251,13 +253,13 @@ def test_a_compiled_static_cache_decode_gives_the_eager_tokens(tiny_model_dir):
     config._compile_all_devices = True
     counters.clear()
     try:
-        kernels.install_phase_kernels(model, kernels.KernelChoice(kernels.FLA, kernels.TORCH, "test"))
+        dispatch.install_phase_kernels(model, kernels.KernelChoice(kernels.FLA, kernels.TORCH, "test"))
         with torch.no_grad(), merged_adapter(model):
             eager = model.generate(ids, disable_compile=True, **kwargs)
             assert not counters["stats"]["unique_graphs"]
             compiled = model.generate(ids, disable_compile=False, compile_config=config, **kwargs)
     finally:
-        kernels.restore_kernels()
+        dispatch.restore_kernels()
         torch._dynamo.reset()
     assert counters["stats"]["unique_graphs"] > 0
     assert torch.equal(compiled, eager)

@@ -14,28 +14,24 @@ trains correctly at the speed the machine allows instead of stopping. Where fla'
 are first compared with the reference's on the device (:func:`compare_kernels`); a difference beyond
 :data:`GRAD_TOLERANCE` (or any error) puts training back on the reference, with the figures in the log.
 
-Dispatch is on autograd: a call whose inputs require gradients, with gradients enabled, is a training call; all other
-calls (``torch.no_grad``, ``torch.inference_mode``, frozen inputs) are no-grad. transformers binds the kernels as the
-module globals ``torch_chunk_gated_delta_rule`` and ``torch_recurrent_gated_delta_rule`` of the model's module
-(fla's when it imports, else the reference); :func:`install_phase_kernels` replaces those two names with a dispatcher
-over the originals (:func:`restore_kernels` puts them back). On a CPU, or without fla, nothing is replaced.
+How a choice reaches the layers (a dispatcher on autograd in place of transformers' kernel bindings) is
+:mod:`medgspo.train.kernel_dispatch`. On a CPU, or without fla, nothing is replaced.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from medgspo.train import kernel_dispatch as dispatch
 from medgspo.train.backends import linear_attention_layers, package_available
+from medgspo.train.kernel_dispatch import FLA, TORCH, KernelChoice, gated_delta_layers, install_phase_kernels
 
 logger = logging.getLogger(__name__)
 
-FLA, TORCH = "fla", "torch"
-KERNEL_NAMES = ("torch_chunk_gated_delta_rule", "torch_recurrent_gated_delta_rule")
 # flash-linear-attention 0.6 raises in the backward pass of its gated chunk kernel on Hopper (H100/H200) under
 # Triton >= 3.4.0, < 3.7.1, which computes it wrongly there (its issue #640), unless TileLang serves that kernel.
 # Seen 2026-11-29 on an H200 with torch 2.11.0 (Triton 3.6.0): SFT stopped at its first backward (bench/gpu).
@@ -46,7 +42,6 @@ FLA_DEVICES = ("cuda", "xpu")  # transformers hands fla only inputs on these (an
 # at the 4B model's head sizes (measured on a CPU, 2026-12-08); a miscompiled kernel is off by order 1. fla's own
 # figures on a GPU: bench/gpu/check.py records them (rollout.kernel_check).
 GRAD_TOLERANCE = {"float32": 1e-2, "float16": 5e-2, "bfloat16": 5e-2}
-_ORIGINALS: dict[tuple[str, str], Callable] = {}  # (module, name) -> transformers' own binding, saved on install
 
 
 @dataclass(frozen=True)
@@ -59,27 +54,6 @@ class KernelSetup:
     triton: str | None = None
     fla: bool = False
     tilelang: bool = False
-
-
-@dataclass(frozen=True)
-class KernelChoice:
-    """The kernels of the no-grad phases and of the training forward/backward (``"fla"`` or ``"torch"``), and why."""
-
-    no_grad: str
-    grad: str
-    reason: str
-
-    @property
-    def split(self) -> bool:
-        return self.no_grad != self.grad
-
-    def line(self) -> str:
-        if not self.split:
-            return f"Gated-DeltaNet kernels: {self.no_grad} in every phase ({self.reason})."
-        return (
-            f"Gated-DeltaNet kernels: {self.no_grad} for rollouts and log-probs (no gradients), {self.grad} for the "
-            f"training forward and backward ({self.reason})."
-        )
 
 
 # ---- the choice (pure) --------------------------------------------------------------------------------------------
@@ -156,103 +130,6 @@ def probe_setup(device: str) -> KernelSetup:
     return KernelSetup(device, name, capability, triton_version, fla=fla, tilelang=tilelang)
 
 
-# ---- dispatch -----------------------------------------------------------------------------------------------------
-def is_training_call(args: tuple, kwargs: dict) -> bool:
-    """Whether a kernel call is recorded for a backward pass: gradients on and a tensor input that requires them."""
-    import torch
-
-    if not torch.is_grad_enabled():
-        return False
-    return any(isinstance(a, torch.Tensor) and a.requires_grad for a in (*args, *kwargs.values()))
-
-
-def reference_kernel(binding: Any) -> Callable:
-    """transformers' PyTorch reference behind a kernel binding: through ``functools.wraps`` (transformers' fallback
-    wrapper) and through the ``kernels`` package's function modules (the function their ``forward`` closes over).
-
-    >>> import functools
-    >>> def reference(x): return x
-    >>> reference_kernel(functools.wraps(reference)(lambda x: -x)) is reference
-    True
-    """
-    for _ in range(8):
-        if hasattr(binding, "__wrapped__"):
-            binding = binding.__wrapped__
-            continue
-        forward = getattr(type(binding), "forward", None)
-        cells = getattr(forward, "__closure__", None) or ()
-        inner = [c.cell_contents for c in cells if callable(c.cell_contents) and not isinstance(c.cell_contents, type)]
-        if len(inner) != 1:
-            return binding
-        binding = inner[0]
-    return binding
-
-
-def reference_only(original: Any, name: str) -> Callable:
-    """The reference behind ``original`` (transformers' binding of kernel ``name``), refusing packed sequences as
-    transformers does when it has no fla."""
-    reference = reference_kernel(original)
-
-    def run(*args: Any, **kwargs: Any):
-        if kwargs.get("cu_seqlens") is not None:
-            raise ValueError(
-                f"{name}: packed sequences (padding_free) need fla's kernels in this phase, and this run uses the "
-                "PyTorch reference there; set --padding_free false"
-            )
-        return reference(*args, **kwargs)
-
-    run.__name__ = name
-    return run
-
-
-def kernel_implementations(original: Any, name: str) -> dict[str, Callable]:
-    """``{"fla": transformers' binding of kernel ``name`` (fla's where it imported), "torch": the reference}``."""
-    return {FLA: original, TORCH: reference_only(original, name)}
-
-
-def phase_dispatch(implementations: dict[str, Callable], choice: KernelChoice) -> Callable:
-    """A kernel that runs ``implementations[choice.grad]`` for training calls and ``[choice.no_grad]`` otherwise."""
-    grad, no_grad = implementations[choice.grad], implementations[choice.no_grad]
-
-    def dispatch(*args: Any, **kwargs: Any):
-        return (grad if is_training_call(args, kwargs) else no_grad)(*args, **kwargs)
-
-    dispatch.kernel_choice, dispatch.implementations = choice, implementations
-    return dispatch
-
-
-def gated_delta_modules(model: Any) -> list[Any]:
-    """The Python modules that define ``model``'s gated-DeltaNet layers (one per architecture)."""
-    names = {type(m).__module__ for m in model.modules() if type(m).__name__.endswith("GatedDeltaNet")}
-    return [sys.modules[name] for name in sorted(names) if name in sys.modules]
-
-
-def install_phase_kernels(model: Any, choice: KernelChoice) -> int:
-    """Make ``model``'s gated-DeltaNet layers use ``choice`` per phase; returns how many kernel names now dispatch
-    (0 for fla everywhere: transformers' own binding, put back if it was replaced)."""
-    replaced = 0
-    for module in gated_delta_modules(model):
-        for name in KERNEL_NAMES:
-            key = (module.__name__, name)
-            current = getattr(module, name, None)
-            if current is None:
-                continue
-            original = _ORIGINALS.setdefault(key, current)
-            if choice.no_grad == choice.grad == FLA:
-                setattr(module, name, original)  # transformers' binding is fla's already (where fla imported)
-                continue
-            setattr(module, name, phase_dispatch(kernel_implementations(original, name), choice))
-            replaced += 1
-    return replaced
-
-
-def restore_kernels() -> None:
-    """Give every replaced kernel name its transformers binding back."""
-    for (module_name, name), original in _ORIGINALS.items():
-        setattr(sys.modules[module_name], name, original)
-    _ORIGINALS.clear()
-
-
 # ---- checking fla's backward against the reference ----------------------------------------------------------------
 @dataclass(frozen=True)
 class KernelCheck:
@@ -324,18 +201,15 @@ def backward_check(model: Any) -> KernelCheck | None:
     model: fla's chunk kernel refuses float32), or ``None`` when the model has no gated-DeltaNet layer."""
     import torch
 
-    for module in gated_delta_modules(model):
-        name = KERNEL_NAMES[0]
-        original = _ORIGINALS.get((module.__name__, name), getattr(module, name, None))
-        if original is None:
-            continue
-        param = next(model.parameters())
-        dtype = param.dtype if param.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-        implementations = kernel_implementations(original, name)
-        inputs = kernel_inputs(model.config, param.device, dtype)
-        diffs = compare_kernels(implementations[FLA], implementations[TORCH], inputs)
-        return KernelCheck(diffs, str(dtype).removeprefix("torch."))
-    return None
+    site = next((s for s in dispatch.kernel_sites(model) if s.is_chunk), None)
+    if site is None:
+        return None
+    param = next(model.parameters())
+    dtype = param.dtype if param.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    implementations = dispatch.kernel_implementations(site.original, site.name, site.reference)
+    inputs = kernel_inputs(model.config, param.device, dtype)
+    diffs = compare_kernels(implementations[FLA], implementations[TORCH], inputs)
+    return KernelCheck(diffs, str(dtype).removeprefix("torch."))
 
 
 # ---- one call per run ---------------------------------------------------------------------------------------------
@@ -345,7 +219,7 @@ def apply_kernel_choice(
     """Choose the kernels for training ``model`` on ``device``, check fla's backward on the device before using it,
     install the choice and log it once; returns it. Packed sequences (``padding_free``) need fla in training: a
     choice that trains on the reference stops the run here, before the first step."""
-    if not gated_delta_modules(model):
+    if not gated_delta_layers(model):
         return KernelChoice(TORCH, TORCH, "the model has no gated-DeltaNet layers")
     choice = choose_kernels(probe_setup(device))
     if choice.grad == FLA:
