@@ -191,8 +191,7 @@ class Rollouts:
     def floor(self) -> dict[str, Any]:
         base = self.model.get_base_model()
         nbytes = weight_bytes(base)
-        name = probes.machine().get("gpu") if self.device.type == "cuda" else None
-        nominal = nominal_bandwidth(name)
+        nominal = nominal_bandwidth(self.result["machine"].get("gpu") if self.device.type == "cuda" else None)
         measured = copy_bandwidth(self.device, 0.25 if self.tiny else 2.0)
         bandwidth = nominal or measured
         return {
@@ -205,7 +204,7 @@ class Rollouts:
     def settings(self, name: str) -> tuple[Any, bool, bool, str | None]:
         """``(kernel choice, merged, compiled, reason it cannot run here)`` of a variant."""
         from medgspo.train.backends import package_available
-        from medgspo.train.kernels import FLA, TORCH, KernelChoice
+        from medgspo.train.kernel_dispatch import FLA, TORCH, KernelChoice
         from medgspo.train.rollouts import compile_decision
 
         at = VARIANTS.index(name)
@@ -302,8 +301,7 @@ class Rollouts:
         """Per-token log-probs of the last generated batch with the no-grad kernel (fla) and with the reference."""
         import torch
 
-        from medgspo.train.kernel_dispatch import FLA, TORCH, install_phase_kernels, restore_kernels
-        from medgspo.train.kernels import KernelChoice
+        from medgspo.train.kernel_dispatch import FLA, TORCH, KernelChoice, install_phase_kernels, restore_kernels
 
         sequences, prompt = self.generated, self.ids.shape[1]
         mask = torch.cat([self.mask, torch.ones_like(sequences[:, prompt:])], dim=1)
@@ -339,14 +337,14 @@ def run_rollouts(plan: dict[str, Any]) -> int:
     """The child process entry: the result JSON is written after every variant."""
     from medgspo.utils.io import write_json
 
-    result: dict[str, Any] = {"status": "running"}
     deadline = time.perf_counter() + (plan["deadline"] - time.time())
-    stage = Rollouts(plan, lambda: write_json(plan["result"], stage.result | {"machine": probes.machine()}))
+    stage = Rollouts(plan, lambda: write_json(plan["result"], stage.result))
+    stage.result["machine"] = probes.machine()
     try:
         stage.run(plan.get("variants") or list(VARIANTS), deadline)
         result = stage.result
     except Exception:  # noqa: BLE001 - recorded for the JSON
         result = stage.result | {"status": "error", "error": traceback.format_exc()[-4000:]}
     result["peak_gpu_memory_gib"] = probes.peak_memory_gib()
-    write_json(Path(plan["result"]), result | {"machine": probes.machine()})
+    write_json(Path(plan["result"]), result)
     return 0 if result["status"] == "ok" else 1

@@ -166,7 +166,7 @@ def test_gspo_stage_trains_lora_and_writes_metrics(tiny_model_dir, tmp_path, bun
     assert (kernels["no_grad"], kernels["training"], kernels["why"]) == (
         "torch",
         "torch",
-        "fla runs on GPUs only; device: cpu",
+        "fla is used on CUDA GPUs only; device: cpu",
     )
 
 

@@ -55,7 +55,7 @@ def test_the_choice_for_each_device_triton_fla_and_tilelang(device, gpu, triton,
 def test_this_machine_is_probed_as_a_cpu():
     setup = kernels.probe_setup("cpu")
     assert setup.device == "cpu" and setup.capability is None
-    assert choose_kernels(setup) == KernelChoice(TORCH, TORCH, "fla runs on GPUs only; device: cpu")
+    assert choose_kernels(setup) == KernelChoice(TORCH, TORCH, "fla is used on CUDA GPUs only; device: cpu")
 
 
 class Recorder:
@@ -224,14 +224,19 @@ def test_a_correct_fla_backward_trains_on_fla_and_a_refused_one_is_not_called(ti
     assert (choice.no_grad, choice.grad) == (FLA, FLA) and checked == [model]
     gpu(monkeypatch, "NVIDIA H200", (9, 0), "3.6.0")
     checked.clear()
+    original = getattr(sys.modules[QWEN35], dispatch.KERNEL_NAMES[0])
     with caplog.at_level(logging.WARNING, logger="medgspo.train.kernels"):
         try:
             choice = kernels.apply_kernel_choice(model, "cuda", check=lambda m: checked.append(m))
             dispatching = getattr(sys.modules[QWEN35], dispatch.KERNEL_NAMES[0])
+            gpu(monkeypatch, "NVIDIA H200", (9, 0), "3.7.1")  # a later stage that may train on fla: bindings back
+            kernels.apply_kernel_choice(model, "cuda", check=lambda m: passing)
+            after = getattr(sys.modules[QWEN35], dispatch.KERNEL_NAMES[0])
         finally:
             dispatch.restore_kernels()
     assert choice.split and checked == []  # no backward check: fla's backward is never used here
-    assert dispatching.kernel_choice == choice
+    assert dispatching.kernel_choice == choice and after is original
+    gpu(monkeypatch, "NVIDIA H200", (9, 0), "3.6.0")
     assert "fla for rollouts and log-probs (no gradients), torch for the training forward" in caplog.text
     with pytest.raises(ConfigError, match="--padding_free true needs fla's kernels in training"):
         kernels.apply_kernel_choice(model, "cuda", padding_free=True)

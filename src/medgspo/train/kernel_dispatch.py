@@ -126,13 +126,17 @@ class KernelSite:
 
     @property
     def original(self) -> Any:
-        """transformers' own binding here (saved when a dispatcher replaced it)."""
-        saved = _ORIGINALS.get((id(self.owner), self.name))
-        return saved[1] if saved else getattr(self.owner, self.name)
+        return original_binding(self.owner, self.name)
 
     @property
     def is_chunk(self) -> bool:
         return "chunk" in self.name
+
+
+def original_binding(owner: Any, name: str) -> Any:
+    """transformers' own binding of ``owner.name`` (saved when a dispatcher replaced it)."""
+    saved = _ORIGINALS.get((id(owner), name))
+    return saved[1] if saved else getattr(owner, name)
 
 
 def gated_delta_layers(model: Any) -> list[Any]:
@@ -149,8 +153,9 @@ def kernel_sites(model: Any) -> list[KernelSite]:
             sites += [KernelSite(layer, name, getattr(module, LAYER_KERNELS[name])) for name in own]
         elif module not in modules:
             modules.append(module)
-            sites += [KernelSite(module, name, None) for name in KERNEL_NAMES if hasattr(module, name)]
-    return [s if s.reference else KernelSite(s.owner, s.name, reference_kernel(s.original)) for s in sites]
+            bound = [name for name in KERNEL_NAMES if hasattr(module, name)]
+            sites += [KernelSite(module, name, reference_kernel(original_binding(module, name))) for name in bound]
+    return sites
 
 
 def install_phase_kernels(model: Any, choice: KernelChoice) -> int:

@@ -28,7 +28,14 @@ from typing import Any
 
 from medgspo.train import kernel_dispatch as dispatch
 from medgspo.train.backends import linear_attention_layers, package_available
-from medgspo.train.kernel_dispatch import FLA, TORCH, KernelChoice, gated_delta_layers, install_phase_kernels
+from medgspo.train.kernel_dispatch import (
+    FLA,
+    TORCH,
+    KernelChoice,
+    gated_delta_layers,
+    install_phase_kernels,
+    restore_kernels,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +43,7 @@ logger = logging.getLogger(__name__)
 # Triton >= 3.4.0, < 3.7.1, which computes it wrongly there (its issue #640), unless TileLang serves that kernel.
 # Seen 2026-11-29 on an H200 with torch 2.11.0 (Triton 3.6.0): SFT stopped at its first backward (bench/gpu).
 FLA_BAD_TRITON_ON_HOPPER = ("3.4.0", "3.7.1")
-FLA_DEVICES = ("cuda", "xpu")  # transformers hands fla only inputs on these (and mlu/npu); others get the reference
+FLA_DEVICES = ("cuda",)  # transformers also hands fla XPU/MLU/NPU inputs; medgspo's checks are written for CUDA
 # Relative L2 difference allowed between fla's output and gradients (in the model's dtype) and the reference's (in
 # float32 on the same values). The reference itself run in bfloat16 differs by 1.6e-3 (output) to 3.0e-3 (gradients)
 # at the 4B model's head sizes (measured on a CPU, 2026-12-08); a miscompiled kernel is off by order 1. fla's own
@@ -77,13 +84,13 @@ def choose_kernels(setup: KernelSetup) -> KernelChoice:
     """The kernels each phase uses on ``setup``.
 
     >>> choose_kernels(KernelSetup("cpu", fla=True)).line()
-    'Gated-DeltaNet kernels: torch in every phase (fla runs on GPUs only; device: cpu).'
+    'Gated-DeltaNet kernels: torch in every phase (fla is used on CUDA GPUs only; device: cpu).'
     >>> choice = choose_kernels(KernelSetup("cuda", "NVIDIA H200", (9, 0), "3.6.0", fla=True))
     >>> choice.no_grad, choice.grad
     ('fla', 'torch')
     """
     if setup.device not in FLA_DEVICES:
-        return KernelChoice(TORCH, TORCH, f"fla runs on GPUs only; device: {setup.device}")
+        return KernelChoice(TORCH, TORCH, f"fla is used on CUDA GPUs only; device: {setup.device}")
     if not setup.fla:
         return KernelChoice(TORCH, TORCH, "flash-linear-attention is not installed: pip install 'medgspo[gpu]'")
     if setup.triton is None:
@@ -179,10 +186,9 @@ def compare_kernels(fast: Callable, reference: Callable, inputs: dict[str, Any])
 
     def run(kernel: Callable, tensors: dict[str, Any]):
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in tensors.items()}
-        q, k, v = (leaves[name] for name in ("query", "key", "value"))  # positional, as the layer calls it: fla
-        out, _ = kernel(
-            q, k, v, g=leaves["g"], beta=leaves["beta"], use_qk_l2norm_in_kernel=True
-        )  # names them q, k, v
+        # positional, as the layer calls it: fla names them q, k, v, and transformers' wrapper drops unknown names
+        q, k, v = (leaves[name] for name in ("query", "key", "value"))
+        out, _ = kernel(q, k, v, g=leaves["g"], beta=leaves["beta"], use_qk_l2norm_in_kernel=True)
         upstream = torch.randn(out.shape, generator=torch.Generator(device="cpu").manual_seed(1)).to(out.device)
         out.backward(upstream.to(out.dtype))
         return out.detach().float(), {k: v.grad.float() for k, v in leaves.items()}
@@ -230,6 +236,8 @@ def apply_kernel_choice(
         raise ConfigError(f"--padding_free true needs fla's kernels in training, and here {choice.reason}")
     if choice.split:
         install_phase_kernels(model, choice)
+    else:
+        restore_kernels()  # an earlier stage of this process may have split them (the pipeline runs every stage)
     level = logging.WARNING if choice.split else logging.INFO if device in FLA_DEVICES else logging.DEBUG
     logger.log(level, choice.line())  # a CPU run has nothing to choose: said only with --verbose
     return choice
