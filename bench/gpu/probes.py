@@ -111,12 +111,11 @@ def kernel_target(binding: Any) -> str:
     if choice is not None:
         no_grad, grad = (binding.implementations[k] for k in (choice.no_grad, choice.grad))
         return f"medgspo phase dispatch (no-grad: {kernel_target(no_grad)} | training: {kernel_target(grad)})"
-    forward = getattr(type(binding), "forward", None)  # the kernels package wraps functions in a module
-    cells = getattr(forward, "__closure__", None) or ()
-    inner = [c.cell_contents for c in cells if callable(c.cell_contents) and not isinstance(c.cell_contents, type)]
-    func = inner[0] if len(inner) == 1 else binding
-    if getattr(func, "__module__", "") == "medgspo.train.kernels":
-        return "PyTorch reference (medgspo.train.kernels.reference_only)"
+    from medgspo.train.kernel_dispatch import module_function
+
+    func = module_function(binding)  # the kernels package wraps functions in a module
+    if getattr(func, "__module__", "") == "medgspo.train.kernel_dispatch":
+        return "PyTorch reference (medgspo.train.kernel_dispatch.reference_only)"
     try:
         impl = inspect.getclosurevars(func).nonlocals.get("implementation", func)
     except (TypeError, ValueError):

@@ -123,9 +123,7 @@ class Rollouts:
         self.plan, self.save = plan, save
         self.tiny = plan["tiny"]
         self.device = torch.device("cuda" if torch.cuda.is_available() and not self.tiny else "cpu")
-        self.rows = plan.get("rows", 8)
-        self.new_tokens = plan.get("new_tokens", 32 if self.tiny else 1024)
-        self.cap_s = plan.get("cap_s", 40.0)
+        self.rows, self.new_tokens, self.cap_s = plan["rows"], plan["new_tokens"], plan["cap_s"]  # check.py's flags
         self.result: dict[str, Any] = {"status": "running", "rows": self.rows, "new_tokens": self.new_tokens}
         self.result["variants"] = {}
 
@@ -341,7 +339,7 @@ def run_rollouts(plan: dict[str, Any]) -> int:
     stage = Rollouts(plan, lambda: write_json(plan["result"], stage.result))
     stage.result["machine"] = probes.machine()
     try:
-        stage.run(plan.get("variants") or list(VARIANTS), deadline)
+        stage.run(plan["variants"], deadline)
         result = stage.result
     except Exception:  # noqa: BLE001 - recorded for the JSON
         result = stage.result | {"status": "error", "error": traceback.format_exc()[-4000:]}

@@ -131,6 +131,9 @@ def test_the_check_runs_end_to_end_on_a_cpu(tmp_path):
     assert [ran[v]["merged"] for v in ran] == [False, True, True, True]
     assert [ran[v]["compiled"] for v in ran] == [False, False, False, True]
     assert {ran[v]["dispatch_sites"] for v in ran} == {2}  # the chunk and recurrent kernels of the model's module
-    assert "phase dispatch" in ran["fla_forward"]["kernels"]["torch_chunk_gated_delta_rule"]
+    chunk = ran["fla_forward"]["kernels"]["torch_chunk_gated_delta_rule"]
+    assert (
+        chunk.startswith("medgspo phase dispatch (no-grad: transformers.models.qwen3_5") and "reference_only" in chunk
+    )
     assert rollouts["kernel_check"]["within_tolerance"] and rollouts["logprob_check"]["tokens"] == 8 * 32
     assert "| rollout variant (8 rows x 32 new tokens) |" in run.stdout

@@ -74,13 +74,19 @@ def reference_kernel(binding: Any) -> Callable:
         if hasattr(binding, "__wrapped__"):
             binding = binding.__wrapped__
             continue
-        forward = getattr(type(binding), "forward", None)
-        cells = getattr(forward, "__closure__", None) or ()
-        inner = [c.cell_contents for c in cells if callable(c.cell_contents) and not isinstance(c.cell_contents, type)]
-        if len(inner) != 1:
+        inner = module_function(binding)
+        if inner is binding:
             return binding
-        binding = inner[0]
+        binding = inner
     return binding
+
+
+def module_function(binding: Any) -> Any:
+    """The function a ``kernels``-package function module calls (the one its ``forward`` closes over), or
+    ``binding`` itself when it is not such a module."""
+    cells = getattr(getattr(type(binding), "forward", None), "__closure__", None) or ()
+    inner = [c.cell_contents for c in cells if callable(c.cell_contents) and not isinstance(c.cell_contents, type)]
+    return inner[0] if len(inner) == 1 else binding
 
 
 def reference_only(reference: Callable, name: str) -> Callable:
